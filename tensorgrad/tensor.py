@@ -1,0 +1,256 @@
+"""The Tensor and the reverse-mode engine.
+
+A Tensor wraps an ndarray. Every differentiable op builds its output with `record`, handing it the
+parents and a `backward(g)` closure that maps the output's gradient to one gradient per parent.
+`Tensor.backward` sorts the graph iteratively, runs those closures in reverse order, undoes
+broadcasting in one place (`_unbroadcast`), accumulates gradients of reused tensors, and frees the
+graph afterwards unless asked to keep it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+Backward = Callable[[np.ndarray], Sequence["np.ndarray | None"]]
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_grad_enabled = True
+
+
+def is_grad_enabled() -> bool:
+    """Return True when new ops are recorded for backpropagation."""
+    return _grad_enabled
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Context manager (and decorator) under which no op is recorded."""
+
+    def __enter__(self) -> "no_grad":
+        global _grad_enabled
+        self._prev = _grad_enabled
+        _grad_enabled = False
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _grad_enabled
+        _grad_enabled = self._prev
+
+
+def _as_float_array(data) -> np.ndarray:
+    arr = np.asarray(data)
+    if arr.dtype not in _FLOAT_DTYPES:
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"Tensor data must be numeric, got dtype {arr.dtype}")
+        # NOTE: integers and bools become float64 so that their gradients are never truncated.
+        arr = arr.astype(np.float64)
+    return arr
+
+
+def _freed_backward(g):
+    raise RuntimeError(
+        "backward through a graph that has already been freed; "
+        "pass retain_graph=True to the first backward() to go through it twice"
+    )
+
+
+class Tensor:
+    """An n-dimensional array that records the ops applied to it for reverse-mode autodiff."""
+
+    __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_op",
+                 "_retain", "__weakref__")
+    __array_priority__ = 1000  # so ndarray <op> Tensor defers to Tensor's reflected operators
+
+    def __init__(self, data, requires_grad: bool = False, name: str | None = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        self.data = _as_float_array(data)
+        self.grad: np.ndarray | None = None
+        self.requires_grad = bool(requires_grad)
+        self.name = name
+        self._parents: tuple[Tensor, ...] = ()
+        self._backward: Backward | None = None
+        self._op: str | None = None
+        self._retain = False
+
+    # ----------------------------------------------------------------------------- properties
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def item(self) -> float:
+        """Return the value of a one-element tensor as a Python float."""
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return float(self.data.reshape(()))
+
+    def numpy(self) -> np.ndarray:
+        """Return the underlying ndarray (shared, not copied)."""
+        return self.data
+
+    def detach(self) -> "Tensor":
+        """Return a tensor sharing this data that is cut off from the graph."""
+        return Tensor(self.data, name=self.name)
+
+    def retain_grad(self) -> "Tensor":
+        """Keep this intermediate tensor's gradient in `.grad` after backward."""
+        self._retain = True
+        return self
+
+    def __repr__(self) -> str:
+        extra = f", name={self.name!r}" if self.name else ""
+        extra += f", op={self._op}" if self._op else ""
+        extra += ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({np.array2string(self.data, precision=4, threshold=20)}{extra})"
+
+    # ----------------------------------------------------------------------------- backward
+
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into `.grad` of every leaf that requires grad.
+
+        `grad` defaults to 1 for a one-element tensor; other shapes must pass it explicitly.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad")
+        if grad is None:
+            if self.data.size != 1:
+                raise ValueError(
+                    f"backward() without a gradient needs a one-element tensor, got shape "
+                    f"{self.shape}; pass grad= of that shape"
+                )
+            grad = np.ones(self.shape, dtype=self.dtype)
+        else:
+            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(): grad shape {grad.shape} != tensor shape {self.shape}")
+
+        order = _topological_order(self)
+        grads: dict[int, np.ndarray] = {id(self): grad}
+        for node in reversed(order):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            if node._backward is None:  # a leaf
+                _accumulate(node, g)
+                continue
+            if node._retain:
+                _accumulate(node, g)
+            parent_grads = node._backward(g)
+            for parent, pg in zip(node._parents, parent_grads):
+                if pg is None or not parent.requires_grad:
+                    continue
+                if pg.shape != parent.data.shape:
+                    pg = _unbroadcast(pg, parent.data.shape)
+                key = id(parent)
+                prev = grads.get(key)
+                grads[key] = pg if prev is None else prev + pg
+            if not retain_graph:
+                node._parents = ()
+                node._backward = _freed_backward
+
+
+def _topological_order(root: Tensor) -> list[Tensor]:
+    """Post-order of the graph above `root` (parents before children), without recursion."""
+    order: list[Tensor] = []
+    visited: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        for parent in node._parents:
+            if parent.requires_grad and id(parent) not in visited:
+                stack.append((parent, False))
+    return order
+
+
+def _accumulate(node: Tensor, g: np.ndarray) -> None:
+    # NOTE: a copy, so that no two tensors' .grad alias one array that an optimiser edits in place.
+    g = np.array(g, dtype=node.data.dtype, copy=True)
+    if node.grad is None:
+        node.grad = g
+    else:
+        node.grad += g
+
+
+def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum `g` over the axes along which an array of `shape` was broadcast to g's shape."""
+    extra = g.ndim - len(shape)
+    if extra < 0:
+        raise RuntimeError(f"gradient of shape {g.shape} cannot reduce to shape {shape}")
+    if extra:
+        g = g.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    if g.shape != shape:
+        raise RuntimeError(f"gradient of shape {g.shape} does not match shape {shape}")
+    return g
+
+
+def record(out: np.ndarray, parents: tuple[Tensor, ...], backward: Backward, op: str) -> Tensor:
+    """Wrap `out` as the result of op `op` on `parents`; `backward(g)` gives one grad per parent.
+
+    This is the one way a differentiable primitive is defined. When recording is off, or no parent
+    requires grad, the result is a plain constant tensor and `backward` is dropped.
+    """
+    t = Tensor.__new__(Tensor)
+    t.data = out
+    t.grad = None
+    t.name = None
+    t._retain = False
+    t._op = op
+    if _grad_enabled and any(p.requires_grad for p in parents):
+        t.requires_grad = True
+        t._parents = parents
+        t._backward = backward
+    else:
+        t.requires_grad = False
+        t._parents = ()
+        t._backward = None
+    return t
+
+
+def as_tensor(x, like: Tensor | None = None) -> Tensor:
+    """Return `x` as a Tensor; a non-tensor takes the dtype of `like` (no float64 creep)."""
+    if isinstance(x, Tensor):
+        return x
+    if like is not None:
+        return Tensor(np.asarray(x, dtype=like.data.dtype))
+    return Tensor(x)
+
+
+def iter_graph(root: Tensor) -> Iterator[Tensor]:
+    """Yield every tensor in the recorded graph above `root` (including leaves), each once."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        stack.extend(node._parents)

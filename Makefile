@@ -1,0 +1,29 @@
+# Every target sets up its own virtual environment first (once; again when setup.cfg changes).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+READY := $(VENV)/.ready
+
+.PHONY: compare test bench lint clean
+
+compare: $(READY)  ## the main job: LSTM vs relational memory, report in runs/quick
+	$(BIN)/python -m experiments.compare $(ARGS)
+
+test: $(READY)  ## the whole test suite, the notebook included
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: $(READY)  ## speed benchmark of the models
+	$(BIN)/python -m experiments.bench $(ARGS)
+
+lint: $(READY)
+	$(BIN)/ruff check tensorgrad models tasks experiments tests
+
+$(READY): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
+	@command -v dot > /dev/null || echo "note: graphviz 'dot' not found; graph pictures are written as DOT text only (Debian: apt-get install graphviz)"
+	touch $(READY)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

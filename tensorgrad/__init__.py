@@ -1,10 +1,10 @@
 """tensorgrad: a small reverse-mode autograd engine over NumPy.
 
-    >>> import numpy as np, tensorgrad as tg
-    >>> x = tg.Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
-    >>> (x * x).sum().backward()
-    >>> x.grad
-    array([2., 4., 6.])
+>>> import numpy as np, tensorgrad as tg
+>>> x = tg.Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+>>> (x * x).sum().backward()
+>>> x.grad
+array([2., 4., 6.])
 """
 
 from . import ops as _ops  # noqa: F401  (attaches the operators and methods to Tensor)
@@ -14,8 +14,20 @@ from .ops import concat, maximum, split, stack, where
 from .tensor import Tensor, is_grad_enabled, no_grad, record
 
 __all__ = [
-    "Tensor", "record", "no_grad", "is_grad_enabled",
-    "concat", "stack", "split", "where", "maximum",
-    "softmax", "log_softmax", "layer_norm", "cross_entropy", "dropout",
-    "gradcheck", "GradcheckError",
+    "Tensor",
+    "record",
+    "no_grad",
+    "is_grad_enabled",
+    "concat",
+    "stack",
+    "split",
+    "where",
+    "maximum",
+    "softmax",
+    "log_softmax",
+    "layer_norm",
+    "cross_entropy",
+    "dropout",
+    "gradcheck",
+    "GradcheckError",
 ]

@@ -41,8 +41,9 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     return record(out, (x,), backward, "log_softmax")
 
 
-def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
-               eps: float = 1e-5) -> Tensor:
+def layer_norm(
+    x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5
+) -> Tensor:
     """Normalise over the last axis to zero mean, unit variance, then scale and shift.
 
     x (..., F); weight and bias (F,) or None. eps sits inside the square root, so a constant row
@@ -65,8 +66,9 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
     # dx = rstd * (d - mean(d) - xhat * mean(d * xhat)), with d = g * weight
     def backward(g):
         d = g if weight is None else g * weight.data
-        dx = rstd * (d - d.mean(axis=-1, keepdims=True)
-                     - xhat * (d * xhat).mean(axis=-1, keepdims=True))
+        dx = rstd * (
+            d - d.mean(axis=-1, keepdims=True) - xhat * (d * xhat).mean(axis=-1, keepdims=True)
+        )
         grads = [dx]
         if weight is not None:
             grads.append(g * xhat)

@@ -13,9 +13,16 @@ class GradcheckError(AssertionError):
     """An analytic gradient disagrees with central finite differences."""
 
 
-def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor], eps: float = 1e-6,
-              atol: float = 1e-6, rtol: float = 1e-5, max_elementwise: int = 256,
-              n_directions: int = 6, seed: int = 0) -> bool:
+def gradcheck(
+    fn: Callable[..., Tensor],
+    inputs: Sequence[Tensor],
+    eps: float = 1e-6,
+    atol: float = 1e-6,
+    rtol: float = 1e-5,
+    max_elementwise: int = 256,
+    n_directions: int = 6,
+    seed: int = 0,
+) -> bool:
     """Check the gradients of `fn(*inputs)` against central differences; True or GradcheckError.
 
     The output (any shape) is reduced to a scalar by a fixed random projection. An input with at
@@ -59,13 +66,29 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor], eps: float = 
             numeric = np.empty(x.size)
             for j in range(x.size):
                 numeric[j] = _central(flat, j, eps, scalar)
-            _compare(analytic.reshape(-1), numeric, atol, rtol, i, x, unit="element",
-                     index=lambda j: np.unravel_index(j, x.shape))
+            _compare(
+                analytic.reshape(-1),
+                numeric,
+                atol,
+                rtol,
+                i,
+                x,
+                unit="element",
+                index=lambda j: np.unravel_index(j, x.shape),
+            )
         else:
             directions = rng.standard_normal((n_directions, x.size))
             numeric = np.array([_directional(flat, v, eps, scalar) for v in directions])
-            _compare(directions @ analytic.reshape(-1), numeric, atol, rtol, i, x,
-                     unit="random direction", index=lambda j: j)
+            _compare(
+                directions @ analytic.reshape(-1),
+                numeric,
+                atol,
+                rtol,
+                i,
+                x,
+                unit="random direction",
+                index=lambda j: j,
+            )
     return True
 
 

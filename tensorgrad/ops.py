@@ -451,9 +451,7 @@ def _norm_axis(axis, ndim: int) -> tuple[int, ...]:
 
 def _is_basic_index(index) -> bool:
     items = index if isinstance(index, tuple) else (index,)
-    return all(
-        isinstance(i, (slice, int, np.integer)) or i is None or i is Ellipsis for i in items
-    )
+    return all(isinstance(i, (slice, int, np.integer)) or i is None or i is Ellipsis for i in items)
 
 
 # ------------------------------------------------------------------------------ Tensor methods

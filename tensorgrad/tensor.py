@@ -59,8 +59,17 @@ def _freed_backward(g):
 class Tensor:
     """An n-dimensional array that records the ops applied to it for reverse-mode autodiff."""
 
-    __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_op",
-                 "_retain", "__weakref__")
+    __slots__ = (
+        "data",
+        "grad",
+        "requires_grad",
+        "name",
+        "_parents",
+        "_backward",
+        "_op",
+        "_retain",
+        "__weakref__",
+    )
     __array_priority__ = 1000  # so ndarray <op> Tensor defers to Tensor's reflected operators
 
     def __init__(self, data, requires_grad: bool = False, name: str | None = None):
@@ -140,7 +149,9 @@ class Tensor:
         else:
             grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
             if grad.shape != self.shape:
-                raise ValueError(f"backward(): grad shape {grad.shape} != tensor shape {self.shape}")
+                raise ValueError(
+                    f"backward(): grad shape {grad.shape} != tensor shape {self.shape}"
+                )
 
         order = _topological_order(self)
         grads: dict[int, np.ndarray] = {id(self): grad}

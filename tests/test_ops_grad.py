@@ -48,8 +48,20 @@ def test_binary(op, sa, sb):
 @pytest.mark.parametrize("shape", [(), (1,), (5,), (3, 4), (2, 1, 3)])
 @pytest.mark.parametrize(
     "op",
-    ["neg", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "pow2", "pow_half", "rsub",
-     "rdiv"],
+    [
+        "neg",
+        "exp",
+        "log",
+        "sqrt",
+        "tanh",
+        "sigmoid",
+        "relu",
+        "abs",
+        "pow2",
+        "pow_half",
+        "rsub",
+        "rdiv",
+    ],
 )
 def test_unary(op, shape):
     positive = op in ("log", "sqrt", "pow_half", "rdiv")

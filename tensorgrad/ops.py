@@ -8,12 +8,11 @@ methods and operators at the bottom of this file.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from .tensor import Tensor, as_tensor, record
-
 
 # ------------------------------------------------------------------------------ arithmetic
 

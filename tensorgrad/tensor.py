@@ -10,7 +10,7 @@ graph afterwards unless asked to keep it.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ def is_grad_enabled() -> bool:
 class no_grad(contextlib.ContextDecorator):
     """Context manager (and decorator) under which no op is recorded."""
 
-    def __enter__(self) -> "no_grad":
+    def __enter__(self) -> no_grad:
         global _grad_enabled
         self._prev = _grad_enabled
         _grad_enabled = False
@@ -115,11 +115,11 @@ class Tensor:
         """Return the underlying ndarray (shared, not copied)."""
         return self.data
 
-    def detach(self) -> "Tensor":
+    def detach(self) -> Tensor:
         """Return a tensor sharing this data that is cut off from the graph."""
         return Tensor(self.data, name=self.name)
 
-    def retain_grad(self) -> "Tensor":
+    def retain_grad(self) -> Tensor:
         """Keep this intermediate tensor's gradient in `.grad` after backward."""
         self._retain = True
         return self

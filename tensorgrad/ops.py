@@ -131,7 +131,7 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
             ga = g @ np.swapaxes(B, -1, -2)
         if b.requires_grad:
             if B.ndim == 2 and A.ndim > 2:
-                # (..., m, k) @ (k, n): fold the batch into rows, one GEMM instead of a batch of them
+                # (..., m, k) @ (k, n): fold the batch into rows, one GEMM, not a batch of them
                 gb = A.reshape(-1, A.shape[-1]).T @ g.reshape(-1, g.shape[-1])  # (k, n)
             else:
                 gb = np.swapaxes(A, -1, -2) @ g

@@ -1,0 +1,68 @@
+"""The recurrent-core protocol every sequence model here follows, and a generic unroller.
+
+A core has `initial_state(batch_size)`, `step(x_t, state) -> (out_t, new_state)` with x_t
+(B, input_size) and out_t (B, output_size), and `output_size`. The state is whatever the core
+needs (a tensor or a tuple of tensors); only the core looks inside it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tensorgrad import Tensor
+from tensorgrad.nn import Module
+
+
+def as_input(x, dtype: np.dtype, ndim: int, what: str) -> Tensor:
+    """Return `x` as a Tensor of `dtype` with `ndim` axes; arrays are cast, Tensors must match."""
+    if isinstance(x, Tensor):
+        if x.dtype != dtype:
+            raise TypeError(
+                f"{what}: input tensor has dtype {x.dtype} but the model is {dtype}; "
+                "cast it before the call"
+            )
+    else:
+        x = Tensor(np.asarray(x, dtype=dtype))
+    if x.ndim != ndim:
+        raise ValueError(f"{what}: expected a {ndim}-D input, got shape {x.shape}")
+    return x
+
+
+class RecurrentCore(Module):
+    """Base class of a recurrent core: (B, input_size) per step -> (B, output_size) per step."""
+
+    input_size: int
+    output_size: int
+    dtype: np.dtype
+
+    def initial_state(self, batch_size: int) -> Any:
+        """Return the state before the first step for a batch of `batch_size`."""
+        raise NotImplementedError(f"{type(self).__name__} does not define initial_state()")
+
+    def step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Advance one step: x_t (B, input_size) -> (out_t (B, output_size), new state)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define step()")
+
+    def unroll(self, x, state: Any = None) -> tuple[list[Tensor], Any]:
+        """Run the core over x (B, T, input_size) -> ([out_t (B, output_size)] * T, final state).
+
+        Gradients flow through every step (full backpropagation through time).
+        """
+        x = as_input(x, self.dtype, 3, f"{type(self).__name__}.unroll")
+        batch, steps, features = x.shape
+        if features != self.input_size:
+            raise ValueError(
+                f"{type(self).__name__}: input feature size {features} != "
+                f"input_size {self.input_size} (x {x.shape})"
+            )
+        if state is None:
+            state = self.initial_state(batch)
+        outputs = []
+        for t in range(steps):
+            # NOTE: a constant input is sliced in NumPy, which records nothing.
+            x_t = x[:, t] if x.requires_grad else Tensor(x.data[:, t])
+            out, state = self.step(x_t, state)
+            outputs.append(out)
+        return outputs, state

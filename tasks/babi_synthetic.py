@@ -89,7 +89,9 @@ def _simulate(
         who = rng.integers(0, n_people, size=batch)
         hop = rng.integers(1, n_place, size=batch)  # a place other than the current one
         fresh = rng.integers(0, n_place, size=batch)
-        pick = np.where(can_get.reshape(batch, -1), rng.random((batch, n_people * n_obj)), -1.0)
+        pick = np.where(
+            can_get.reshape(batch, n_people * n_obj), rng.random((batch, n_people * n_obj)), -1.0
+        )
         let_go = np.where(can_drop, rng.random((batch, n_obj)), -1.0)  # (B, objects)
         if n_obj:
             pick = pick.argmax(axis=1)  # (B,) flat (person, object) index
@@ -194,6 +196,8 @@ def _generate(batch: int, rng: np.random.Generator, opts: dict[str, Any]) -> Gen
 
     for f in facts_options:
         rows = np.nonzero(facts == f)[0]
+        if rows.size == 0:
+            continue
         steps = f + distractors
         pad = longest - steps
         world, question = _answerable(f, rows.size, steps, rng, opts)

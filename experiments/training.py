@@ -422,10 +422,20 @@ def fit(
 
     def save(path: Path, **extra) -> None:
         checkpoint.save(
-            path, model, optimizer, step=step, config=config,
+            path,
+            model,
+            optimizer,
+            step=step,
+            config=config,
             schedule=None if schedule is None else schedule.state_dict(),
-            batches=batches.state(), history=history, best_val_accuracy=best_acc,
-            best_val_loss=best_loss, best_step=best_step, stale=stale, elapsed=elapsed(), **extra,
+            batches=batches.state(),
+            history=history,
+            best_val_accuracy=best_acc,
+            best_val_loss=best_loss,
+            best_step=best_step,
+            stale=stale,
+            elapsed=elapsed(),
+            **extra,
         )
 
     def evaluate_now() -> dict:

@@ -25,7 +25,7 @@ T, D, C = 4, 6, 3
 
 
 def easy_batch(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The class is the hot one of the first C features at a random earlier step, marked by a flag."""
+    """Class = the hot one of the first C features at a random step, which a flag marks."""
     x = rng.normal(0.0, 0.1, size=(n, T, D)).astype(np.float32)
     y = rng.integers(0, C, size=n)
     at = rng.integers(0, T, size=n)
@@ -110,24 +110,50 @@ def test_fit_learns_an_easy_task_from_a_fixed_dataset(tmp_path):
     model = small_model()
     opt = Adam(model.parameters(), lr=1e-2)
     lines: list[str] = []
-    res = fit(model, opt, train=train, val=val, steps=150, batch_size=32, eval_every=50,
-              metrics_path=tmp_path / "m.jsonl", tags={"task": "easy"}, log=lines.append)
+    res = fit(
+        model,
+        opt,
+        train=train,
+        val=val,
+        steps=150,
+        batch_size=32,
+        eval_every=50,
+        metrics_path=tmp_path / "m.jsonl",
+        tags={"task": "easy"},
+        log=lines.append,
+    )
     assert res.status == "completed" and res.ok
     assert res.best_val_accuracy > 0.9  # chance is 1/3
     assert evaluate(model, val).accuracy == res.best_val_accuracy  # best weights restored
     records = [json.loads(s) for s in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 50, 100, 150]
-    assert set(records[-1]) >= {"task", "step", "loss", "train_acc", "val_acc", "val_loss", "lr",
-                                "grad_norm", "elapsed"}
+    assert set(records[-1]) >= {
+        "task",
+        "step",
+        "loss",
+        "train_acc",
+        "val_acc",
+        "val_loss",
+        "lr",
+        "grad_norm",
+        "elapsed",
+    }
     assert len(lines) == 4 and "step 150/150" in lines[-1]
 
 
 def test_fit_stops_at_the_target_accuracy():
     rng = np.random.default_rng(4)
     model = small_model()
-    res = fit(model, Adam(model.parameters(), lr=1e-2), batch_sampler=easy_sampler,
-              val=easy_batch(256, rng), steps=1000, batch_size=32, eval_every=25,
-              target_accuracy=0.8)
+    res = fit(
+        model,
+        Adam(model.parameters(), lr=1e-2),
+        batch_sampler=easy_sampler,
+        val=easy_batch(256, rng),
+        steps=1000,
+        batch_size=32,
+        eval_every=25,
+        target_accuracy=0.8,
+    )
     assert res.status == "target_reached"
     assert res.step < 1000
     assert res.history[-1]["val_acc"] >= 0.8
@@ -139,8 +165,17 @@ def test_fit_stops_when_patience_runs_out():
     x, _ = easy_batch(256, rng)
     noise = (x, rng.integers(0, C, size=256))  # labels unrelated to the inputs
     model = small_model()
-    res = fit(model, Adam(model.parameters(), lr=1e-3), train=noise, val=noise, steps=1000,
-              batch_size=32, eval_every=10, patience=2, min_delta=0.5)
+    res = fit(
+        model,
+        Adam(model.parameters(), lr=1e-3),
+        train=noise,
+        val=noise,
+        steps=1000,
+        batch_size=32,
+        eval_every=10,
+        patience=2,
+        min_delta=0.5,
+    )
     assert res.status == "early_stopped"
     assert res.step == 20  # step 0 sets the best; 10 and 20 fail to beat it by 0.5
     assert "no gain" in res.message
@@ -150,8 +185,15 @@ def test_fit_rejects_two_data_sources():
     model = small_model()
     data = easy_batch(64, np.random.default_rng(0))
     with pytest.raises(ValueError, match="exactly one"):
-        fit(model, Adam(model.parameters()), train=data, batch_sampler=easy_sampler, val=data,
-            steps=5, batch_size=8)
+        fit(
+            model,
+            Adam(model.parameters()),
+            train=data,
+            batch_sampler=easy_sampler,
+            val=data,
+            steps=5,
+            batch_size=8,
+        )
 
 
 # ------------------------------------------------------------------------------ resume
@@ -175,10 +217,22 @@ def _run(tmp_path, name, steps, fresh, interrupt_at=None, resume=False):
             return real_step()
 
         sched.step = step
-    res = fit(model, opt, schedule=sched, val=val, steps=steps, batch_size=16, eval_every=20,
-              seed=11, checkpoint_dir=tmp_path / name, resume=resume,
-              metrics_path=tmp_path / f"{name}.jsonl", tags={"run": "r"}, restore_best=False,
-              **source)
+    res = fit(
+        model,
+        opt,
+        schedule=sched,
+        val=val,
+        steps=steps,
+        batch_size=16,
+        eval_every=20,
+        seed=11,
+        checkpoint_dir=tmp_path / name,
+        resume=resume,
+        metrics_path=tmp_path / f"{name}.jsonl",
+        tags={"run": "r"},
+        restore_best=False,
+        **source,
+    )
     return model, opt, sched, res
 
 
@@ -208,11 +262,28 @@ def test_resume_continues_bit_for_bit(tmp_path, fresh):
 def test_resume_refuses_a_different_configuration(tmp_path):
     data = easy_batch(64, np.random.default_rng(0))
     model = small_model()
-    fit(model, Adam(model.parameters()), train=data, val=data, steps=4, batch_size=8,
-        eval_every=2, checkpoint_dir=tmp_path)
+    fit(
+        model,
+        Adam(model.parameters()),
+        train=data,
+        val=data,
+        steps=4,
+        batch_size=8,
+        eval_every=2,
+        checkpoint_dir=tmp_path,
+    )
     with pytest.raises(ValueError, match="cannot resume"):
-        fit(model, Adam(model.parameters()), train=data, val=data, steps=8, batch_size=16,
-            eval_every=2, checkpoint_dir=tmp_path, resume=True)
+        fit(
+            model,
+            Adam(model.parameters()),
+            train=data,
+            val=data,
+            steps=8,
+            batch_size=16,
+            eval_every=2,
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
 
 
 # ------------------------------------------------------------------------------ failures
@@ -237,8 +308,17 @@ def test_a_huge_learning_rate_stops_with_the_parameter_named(tmp_path):
         return easy_sampler(batch_size, gen)
 
     with np.errstate(over="ignore", invalid="ignore"):
-        res = fit(model, opt, batch_sampler=sampler, val=easy_batch(64, rng), steps=100,
-                  batch_size=16, eval_every=10, checkpoint_dir=tmp_path, log=lines.append)
+        res = fit(
+            model,
+            opt,
+            batch_sampler=sampler,
+            val=easy_batch(64, rng),
+            steps=100,
+            batch_size=16,
+            eval_every=10,
+            checkpoint_dir=tmp_path,
+            log=lines.append,
+        )
     assert res.status == "nonfinite" and not res.ok
     assert isinstance(res.error, NonFiniteError)
     assert res.error.kind == "parameter" and res.error.step == 31
@@ -277,8 +357,17 @@ def test_a_nan_gradient_is_caught_before_the_update(tmp_path):
         return easy_sampler(batch_size, gen)
 
     with np.errstate(divide="ignore", invalid="ignore"):
-        res = fit(model, opt, batch_sampler=sampler, val=easy_batch(64, rng), steps=50,
-                  batch_size=8, eval_every=5, checkpoint_dir=tmp_path, restore_best=False)
+        res = fit(
+            model,
+            opt,
+            batch_sampler=sampler,
+            val=easy_batch(64, rng),
+            steps=50,
+            batch_size=8,
+            eval_every=5,
+            checkpoint_dir=tmp_path,
+            restore_best=False,
+        )
     assert res.status == "nonfinite"
     assert (res.error.kind, res.error.name, res.error.step) == ("gradient", "probe", 13)
     assert "gradient of parameter 'probe'" in res.message
@@ -296,8 +385,16 @@ def test_a_nan_loss_is_named(tmp_path):
             x[0, 0, 0] = np.nan
         return x, y
 
-    res = fit(model, opt, batch_sampler=sampler, val=easy_batch(32, np.random.default_rng(0)),
-              steps=10, batch_size=8, eval_every=2, checkpoint_dir=tmp_path)
+    res = fit(
+        model,
+        opt,
+        batch_sampler=sampler,
+        val=easy_batch(32, np.random.default_rng(0)),
+        steps=10,
+        batch_size=8,
+        eval_every=2,
+        checkpoint_dir=tmp_path,
+    )
     assert res.status == "nonfinite" and res.error.kind == "loss" and res.error.step == 4
     assert "non-finite loss at step 4" in res.message
 
@@ -312,8 +409,16 @@ def test_a_crash_leaves_the_last_good_checkpoint_and_says_where(tmp_path):
         return easy_sampler(batch_size, gen)
 
     with pytest.raises(TrainingError) as info:
-        fit(model, opt, batch_sampler=sampler, val=easy_batch(32, np.random.default_rng(0)),
-            steps=20, batch_size=8, eval_every=5, checkpoint_dir=tmp_path)
+        fit(
+            model,
+            opt,
+            batch_sampler=sampler,
+            val=easy_batch(32, np.random.default_rng(0)),
+            steps=20,
+            batch_size=8,
+            eval_every=5,
+            checkpoint_dir=tmp_path,
+        )
     text = str(info.value)
     assert "step 8" in text and "OSError: disk went away" in text
     assert "last.npz (step 5)" in text

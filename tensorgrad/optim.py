@@ -252,8 +252,11 @@ def clip_grad_norm(params: Iterable[Tensor], max_norm: float) -> float:
     # NOTE: squares summed in float64 so that float32 gradients above ~1e19 do not overflow.
     with np.errstate(over="ignore", invalid="ignore"):
         for g in grads:
-            flat = g.reshape(-1).astype(np.float64, copy=False)
-            total += float(np.dot(flat, flat))
+            flat = g.reshape(-1)
+            if flat.dtype == np.float64:
+                total += float(np.dot(flat, flat))
+            else:
+                total += float(np.square(flat, dtype=np.float64).sum())
     norm = math.sqrt(total)
     if not math.isfinite(norm) or norm <= max_norm:
         return norm

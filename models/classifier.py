@@ -11,7 +11,7 @@ from tensorgrad import Tensor
 from tensorgrad.nn import MLP, Module
 
 from ._kernels import linear, make_rng
-from .core import RecurrentCore, as_input
+from .core import RecurrentCore, as_input, unroll
 
 
 class SequenceClassifier(Module):
@@ -19,7 +19,8 @@ class SequenceClassifier(Module):
 
     The head is an MLP on the core's output (the last one, or every one with per_step=True):
     ReLU layers of sizes `mlp_hidden`, then a linear map to `num_classes` logits. The paper's
-    head is four ReLU layers of 256. Parameters: `core.*` and `head.layers.*`.
+    head is four ReLU layers of 256. Parameters: `core.*` and `head.layers.*`. The dtype is the
+    core's (`dtype`, if given, must agree with it).
     """
 
     def __init__(
@@ -28,10 +29,11 @@ class SequenceClassifier(Module):
         num_classes: int,
         mlp_hidden: Sequence[int] = (256, 256, 256, 256),
         per_step: bool = False,
+        dtype=None,
         rng: np.random.Generator | int | None = None,
     ):
         super().__init__()
-        for attr in ("initial_state", "step", "unroll", "output_size", "dtype"):
+        for attr in ("initial_state", "step", "output_size", "dtype"):
             if not hasattr(core, attr):
                 raise TypeError(
                     f"SequenceClassifier: core {type(core).__name__} has no "
@@ -42,6 +44,10 @@ class SequenceClassifier(Module):
         self.core = core
         self.num_classes = num_classes
         self.per_step = per_step
+        if dtype is not None and np.dtype(dtype) != core.dtype:
+            raise TypeError(
+                f"SequenceClassifier: dtype {np.dtype(dtype)} != core dtype {core.dtype}"
+            )
         self.dtype = core.dtype
         self.head = MLP(
             core.output_size, list(mlp_hidden), num_classes, dtype=core.dtype, rng=make_rng(rng)
@@ -56,7 +62,7 @@ class SequenceClassifier(Module):
     def forward(self, x) -> Tensor:
         """x (B, T, D) -> logits (B, num_classes), or (B, T, num_classes) when per_step."""
         x = as_input(x, self.dtype, 3, "SequenceClassifier")
-        outputs, _ = self.core.unroll(x)
+        outputs, _ = unroll(self.core, x)
         if self.per_step:
             return self._head(tg.stack(outputs, axis=1))  # (B, T, C)
         return self._head(outputs[-1])  # (B, C)

@@ -46,23 +46,30 @@ class RecurrentCore(Module):
         raise NotImplementedError(f"{type(self).__name__} does not define step()")
 
     def unroll(self, x, state: Any = None) -> tuple[list[Tensor], Any]:
-        """Run the core over x (B, T, input_size) -> ([out_t (B, output_size)] * T, final state).
+        """Run this core over x (B, T, input_size): see `unroll`."""
+        return unroll(self, x, state)
 
-        Gradients flow through every step (full backpropagation through time).
-        """
-        x = as_input(x, self.dtype, 3, f"{type(self).__name__}.unroll")
-        batch, steps, features = x.shape
-        if features != self.input_size:
-            raise ValueError(
-                f"{type(self).__name__}: input feature size {features} != "
-                f"input_size {self.input_size} (x {x.shape})"
-            )
-        if state is None:
-            state = self.initial_state(batch)
-        outputs = []
-        for t in range(steps):
-            # NOTE: a constant input is sliced in NumPy, which records nothing.
-            x_t = x[:, t] if x.requires_grad else Tensor(x.data[:, t])
-            out, state = self.step(x_t, state)
-            outputs.append(out)
-        return outputs, state
+
+def unroll(core, x, state: Any = None) -> tuple[list[Tensor], Any]:
+    """Run any core over x (B, T, input_size) -> ([out_t (B, output_size)] * T, final state).
+
+    `core` needs `initial_state`, `step` and `dtype`; gradients flow through every step (full
+    backpropagation through time, nothing detached).
+    """
+    name = type(core).__name__
+    x = as_input(x, core.dtype, 3, f"{name}.unroll")
+    batch, steps, features = x.shape
+    expected = getattr(core, "input_size", features)
+    if features != expected:
+        raise ValueError(
+            f"{name}: input feature size {features} != input_size {expected} (x {x.shape})"
+        )
+    if state is None:
+        state = core.initial_state(batch)
+    outputs = []
+    for t in range(steps):
+        # NOTE: a constant input is sliced in NumPy, which records nothing.
+        x_t = x[:, t] if x.requires_grad else Tensor(x.data[:, t])
+        out, state = core.step(x_t, state)
+        outputs.append(out)
+    return outputs, state

@@ -7,6 +7,7 @@
 array([2., 4., 6.])
 """
 
+from . import checkpoint, nn, optim, viz
 from . import ops as _ops  # noqa: F401  (attaches the operators and methods to Tensor)
 from .functional import cross_entropy, dropout, layer_norm, log_softmax, softmax
 from .gradcheck import GradcheckError, gradcheck
@@ -14,6 +15,10 @@ from .ops import concat, maximum, split, stack, where
 from .tensor import Tensor, is_grad_enabled, no_grad, record
 
 __all__ = [
+    "checkpoint",
+    "nn",
+    "optim",
+    "viz",
     "Tensor",
     "record",
     "no_grad",

@@ -6,8 +6,9 @@ place | question type); the question is the final step. Question types, as in bA
   1 fact   "Where is Mary?"                         latest move of Mary
   2 facts  "Where is the football?"                 latest get/drop of the football and the
                                                     latest move of its carrier before then/now
-  3 facts  "Where was the football before the X?"   latest get/drop, the carrier's move to X and
-                                                    the move before it, in one carrying spell
+  3 facts  "Where was the football before the X?"   latest get/drop, the carrier's last move to X
+                                                    and the move before it, both made while the
+                                                    carrier held the football in its latest spell
 
 Stories are simulated forward and always stay consistent: a person gets an object only once the
 person's place is known and only where the object lies (anywhere if it has never been seen); only
@@ -70,10 +71,10 @@ def _simulate(
     actor, verb, obj, place = (full(batch, steps) for _ in range(4))
     person_at, last_move = full(batch, n_people), full(batch, n_people)
     holder, lies_at, last_touch = full(batch, n_obj), full(batch, n_obj), full(batch, n_obj)
-    # The current carrying spell of each object: its latest place and the move that set it,
-    # and the place before that within the same spell.
-    spell_at, spell_move = full(batch, n_obj), full(batch, n_obj)
-    before_at, before_move = full(batch, n_obj), full(batch, n_obj)
+    # The latest carrying spell of each object: the places it has been since it was last picked
+    # up (the first is where it was got) and the move that took its carrier to each of them.
+    trail_at, trail_move = full(batch, n_obj, steps + 1), full(batch, n_obj, steps + 1)
+    trail_len = np.zeros((batch, n_obj), dtype=np.int64)
 
     for t in range(steps):
         where = person_at[:, :, None]  # (B, people, 1)
@@ -102,18 +103,18 @@ def _simulate(
         now = person_at[r, p]
         dest = np.where(now >= 0, (now + hop[r]) % n_place, fresh[r])
         person_at[r, p], last_move[r, p] = dest, t
-        carried = holder[r] == p[:, None]  # (R, objects)
-        before_at[r] = np.where(carried, spell_at[r], before_at[r])
-        before_move[r] = np.where(carried, spell_move[r], before_move[r])
-        spell_at[r] = np.where(carried, dest[:, None], spell_at[r])
-        spell_move[r] = np.where(carried, t, spell_move[r])
+        i, o = np.nonzero(holder[r] == p[:, None])  # carried objects: (story, object) pairs
+        end = trail_len[r[i], o]
+        trail_at[r[i], o, end], trail_move[r[i], o, end] = dest[i], t
+        trail_len[r[i], o] = end + 1
         actor[r, t], verb[r, t], place[r, t] = p, MOVE, dest
 
         r = np.nonzero(action == GET)[0]
         p, o = np.divmod(pick[r], n_obj)
         holder[r, o], lies_at[r, o], last_touch[r, o] = p, -1, t
-        spell_at[r, o], spell_move[r, o] = person_at[r, p], last_move[r, p]
-        before_at[r, o], before_move[r, o] = -1, -1
+        trail_at[r, o], trail_move[r, o] = -1, -1
+        trail_at[r, o, 0], trail_move[r, o, 0] = person_at[r, p], last_move[r, p]
+        trail_len[r, o] = 1
         actor[r, t], verb[r, t], obj[r, t] = p, GET, o
 
         r = np.nonzero(action == DROP)[0]
@@ -125,35 +126,61 @@ def _simulate(
     return {
         "actor": actor, "verb": verb, "object": obj, "place": place,
         "last_move": last_move, "person_at": person_at, "last_touch": last_touch,
-        "spell_at": spell_at, "spell_move": spell_move,
-        "before_at": before_at, "before_move": before_move,
+        "trail_at": trail_at, "trail_move": trail_move, "trail_len": trail_len,
     }  # fmt: skip
+
+
+def _last_visits(world: dict[str, np.ndarray]) -> np.ndarray:
+    """Mask (B, objects, slots) of trail entries after the first that are an object's last visit
+    to their place in its latest spell: the places X that "before the X" can name unambiguously."""
+    at = world["trail_at"]  # (B, objects, slots)
+    slot = np.arange(at.shape[2])
+    filled = slot < world["trail_len"][..., None]  # (B, objects, slots)
+    same = at[..., :, None] == at[..., None, :]  # (B, objects, slots, slots)
+    revisited = (same & (slot[None, :] > slot[:, None]) & filled[..., None, :]).any(axis=-1)
+    return filled & (slot >= 1) & ~revisited
 
 
 def _ask(facts: int, world: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, Any]:
     """Pick a question needing `facts` facts per story; ok (B,) marks stories that can pose it."""
+    batch = world["actor"].shape[0]
     if facts == 1:
         can = world["last_move"] >= 0  # (B, people)
     elif facts == 2:
         can = world["last_touch"] >= 0  # (B, objects)
     else:
-        can = world["before_move"] >= 0  # (B, objects)
-    batch = can.shape[0]
+        can = _last_visits(world).reshape(batch, -1)  # (B, objects * slots)
     rows = np.arange(batch)
     ok = can.any(axis=1)
-    subject = np.where(can, rng.random(can.shape), -1.0).argmax(axis=1)  # (B,)
+    choice = np.where(can, rng.random(can.shape), -1.0).argmax(axis=1)  # (B,)
     support = np.full((batch, 3), -1, dtype=np.int64)
     asked_place = np.full(batch, -1, dtype=np.int64)
     if facts == 1:
+        subject = choice
         answer = world["person_at"][rows, subject]
         support[:, 0] = world["last_move"][rows, subject]
+        return {
+            "ok": ok,
+            "subject": subject,
+            "answer": answer,
+            "place": asked_place,
+            "support": support,
+        }
+
+    # NOTE: in stories that cannot pose the question the indices below are meaningless (they
+    # may wrap around at -1); those stories are redrawn.
+    if facts == 2:
+        subject = choice
+        visit = world["trail_len"][rows, subject] - 1  # the object's current place
     else:
-        answer = world["spell_at"][rows, subject]
-        support[:, 0] = world["last_touch"][rows, subject]
-        support[:, 1] = world["spell_move"][rows, subject]
+        subject, visit = np.divmod(choice, world["trail_at"].shape[2])
+    at, move = world["trail_at"], world["trail_move"]
+    answer = at[rows, subject, visit]
+    support[:, 0] = world["last_touch"][rows, subject]
+    support[:, 1] = move[rows, subject, visit]
     if facts == 3:
-        asked_place, answer = answer, world["before_at"][rows, subject]
-        support[:, 2] = world["before_move"][rows, subject]
+        asked_place, answer = answer, at[rows, subject, visit - 1]
+        support[:, 2] = move[rows, subject, visit - 1]
     return {
         "ok": ok,
         "subject": subject,

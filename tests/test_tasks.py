@@ -447,8 +447,13 @@ def replay_story(row, lay):
             return 2, lies[thing], [touched[thing], move_at_drop[thing]], statements
         return 2, at[carrier], [touched[thing], last_move[carrier]], statements
     trail = history[thing]
-    assert trail[-1][0] == hot(q, lay, "place"), "the question names the object's last place"
-    return 3, trail[-2][0], [touched[thing], trail[-1][1], trail[-2][1]], statements
+    asked = hot(q, lay, "place")
+    last = max(j for j, (place, _) in enumerate(trail) if place == asked)
+    assert last >= 1, "the object must have been somewhere before its last visit to X"
+    moves = [trail[last][1], trail[last - 1][1]]
+    carrier = hot(row[touched[thing]], lay, "actor")
+    assert all(hot(row[m], lay, "actor") == carrier for m in moves), "one carrying spell"
+    return 3, trail[last - 1][0], [touched[thing], *moves], statements
 
 
 @pytest.mark.parametrize(

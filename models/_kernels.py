@@ -20,6 +20,19 @@ def make_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
     return _resolve_rng(rng)
 
 
+def truncated_normal_init(layer, rng: np.random.Generator) -> None:
+    """Re-draw a Linear's weight (in, out) as N(0, 1/in) truncated at 2σ, and zero its bias.
+
+    This is the default initialisation of the reference RMC's linear layers.
+    """
+    w = rng.standard_normal(layer.weight.shape)
+    while (far := np.abs(w) > 2.0).any():
+        w[far] = rng.standard_normal(int(far.sum()))
+    layer.weight.data[...] = w / np.sqrt(layer.weight.shape[0])
+    if layer.bias is not None:
+        layer.bias.data[...] = 0.0
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = False) -> Tensor:
     """Fused affine map, optionally followed by ReLU: (..., in) -> (..., out).
 
@@ -27,7 +40,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = F
     """
     if x.shape[-1] != weight.shape[0]:
         raise ValueError(f"linear: input {x.shape} does not match weight {weight.shape}")
-    out = x.data @ weight.data
+    x2 = x.data.reshape(-1, x.shape[-1])  # (rows, in): one GEMM whatever the leading axes
+    out = x2 @ weight.data
     if bias is not None:
         out += bias.data
     if relu:
@@ -36,14 +50,15 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = F
 
     # dx = g Wᵀ, dW = xᵀ g over all rows, db = sum of g over rows; relu passes g where y > 0
     def backward(g):
-        if relu:
-            g = g * (out > 0)
         g2 = g.reshape(-1, g.shape[-1])  # (rows, out)
-        gx = g @ weight.data.T if x.requires_grad else None
-        gw = x.data.reshape(-1, x.shape[-1]).T @ g2 if weight.requires_grad else None
+        if relu:
+            g2 = g2 * (out > 0)
+        gx = (g2 @ weight.data.T).reshape(x.shape) if x.requires_grad else None
+        gw = x2.T @ g2 if weight.requires_grad else None
         return (gx, gw) if bias is None else (gx, gw, g2.sum(axis=0))
 
-    return tg.record(out, parents, backward, "linear_relu" if relu else "linear")
+    out_nd = out.reshape(*x.shape[:-1], weight.shape[1])  # (..., out)
+    return tg.record(out_nd, parents, backward, "linear_relu" if relu else "linear")
 
 
 def _reference_linear(

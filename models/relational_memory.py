@@ -29,7 +29,7 @@ import tensorgrad as tg
 from tensorgrad import Tensor
 from tensorgrad.nn import MLP, LayerNorm, Linear
 
-from ._kernels import linear, make_rng
+from ._kernels import linear, make_rng, truncated_normal_init
 from .attention import _reference_attention, packed_attention_core
 from .core import RecurrentCore, as_input
 from .lstm import _sigmoid
@@ -59,20 +59,22 @@ def gate_inputs(
 
     memory (B, N, F), x_proj (B, F), w_mem and w_in (F, 2G), biases (2G,) -> (B, N, 2G).
     """
-    tm = np.tanh(memory.data)  # (B, N, F)
+    b, n, f = memory.shape
+    tm = np.tanh(memory.data).reshape(b * n, f)  # (B * N, F)
     from_input = x_proj.data @ w_in.data + b_in.data  # (B, 2G)
-    out = tm @ w_mem.data + b_mem.data + from_input[:, None, :]  # (B, N, 2G)
+    out = (tm @ w_mem.data).reshape(b, n, -1)  # (B, N, 2G)
+    out += from_input[:, None, :] + b_mem.data
 
     # the input term is broadcast over slots, so its gradient is summed over slots first;
     # dM = (g W_mᵀ) (1 - tanh²M)
     def backward(g):
         g_in = g.sum(axis=1)  # (B, 2G)
-        g_rows = g.reshape(-1, g.shape[-1])  # (B * N, 2G)
+        g_rows = g.reshape(b * n, -1)  # (B * N, 2G)
         g_mem = None
         if memory.requires_grad:
-            g_mem = (g @ w_mem.data.T) * (1 - tm * tm)
+            g_mem = ((g_rows @ w_mem.data.T) * (1 - tm * tm)).reshape(b, n, f)  # (B, N, F)
         g_x = g_in @ w_in.data.T if x_proj.requires_grad else None
-        g_wm = tm.reshape(-1, tm.shape[-1]).T @ g_rows
+        g_wm = tm.T @ g_rows
         return g_mem, g_x, g_wm, g_rows.sum(axis=0), x_proj.data.T @ g_in, g_in.sum(axis=0)
 
     return tg.record(out, (memory, x_proj, w_mem, b_mem, w_in, b_in), backward, "gate_inputs")
@@ -117,8 +119,10 @@ class RelationalMemory(RecurrentCore):
     F = head_size * num_heads. Parameters: `input_proj` (input_size -> F); per block
     `qkv[k]` (F -> 3F) with `qkv_norm[k]`, `attn_norm[k]` and `mlp_norm[k]`; one `mlp` of
     `attention_mlp_layers` Linear(F, F) layers shared by all blocks; with gating, `gate_memory`
-    and `gate_input` (F -> 2G). Set `record_attention = True` to keep each step's attention
-    weights in `last_attention` (one (B, H, N + 1, N + 1) array per block).
+    and `gate_input` (F -> 2G). Linear weights start as N(0, 1/fan_in) truncated at 2σ and biases
+    at 0, as in the reference; layer norms start at scale 1, shift 0. Set
+    `record_attention = True` to keep each step's attention weights in `last_attention` (one
+    (B, H, N + 1, N + 1) array per block).
     """
 
     def __init__(
@@ -177,6 +181,9 @@ class RelationalMemory(RecurrentCore):
             gates = 2 * (f if gate_style == "unit" else 1)
             self.gate_memory = Linear(f, gates, dtype=dtype, rng=gen)
             self.gate_input = Linear(f, gates, dtype=dtype, rng=gen)
+        for module in self.modules():
+            if isinstance(module, Linear):
+                truncated_normal_init(module, gen)
 
     def initial_state(self, batch_size: int) -> Tensor:
         """Identity memory per batch element, zero-padded or truncated to F columns: (B, N, F)."""

@@ -191,3 +191,24 @@ def test_errors():
         core(np.ones((2, 4)))
     with pytest.raises(ValueError, match=r"\(2, 3\) and \(2, 3, 4\)"):
         core(np.ones((2, 3)), Tensor(np.zeros((2, 3, 4), np.float32)))
+
+
+def test_initialisation_is_truncated_normal_and_reproducible():
+    core = RelationalMemory(16, 4, 16, 4, rng=7)
+    for name, p in core.named_parameters():
+        if "norm" in name:
+            expect = 1.0 if name.endswith("weight") else 0.0
+            np.testing.assert_array_equal(p.data, expect, err_msg=name)
+        elif name.endswith("bias"):
+            np.testing.assert_array_equal(p.data, 0.0, err_msg=name)
+        else:
+            scaled = p.data * math.sqrt(p.shape[0])  # N(0, 1) truncated at 2
+            assert np.abs(scaled).max() <= 2.0, name
+            if p.size > 1000:  # truncated at 2σ the variance is about 0.774
+                assert 0.7 < scaled.var() < 0.85, name
+    again = RelationalMemory(16, 4, 16, 4, rng=7)
+    other = RelationalMemory(16, 4, 16, 4, rng=8)
+    for (name, p), q, r in zip(core.named_parameters(), again.parameters(), other.parameters()):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=name)
+        if "weight" in name and "norm" not in name:
+            assert not np.array_equal(p.data, r.data), name

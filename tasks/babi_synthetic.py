@@ -90,13 +90,12 @@ def _simulate(
         who = rng.integers(0, n_people, size=batch)
         hop = rng.integers(1, n_place, size=batch)  # a place other than the current one
         fresh = rng.integers(0, n_place, size=batch)
-        pick = np.where(
-            can_get.reshape(batch, n_people * n_obj), rng.random((batch, n_people * n_obj)), -1.0
-        )
-        let_go = np.where(can_drop, rng.random((batch, n_obj)), -1.0)  # (B, objects)
+        pick = np.zeros(batch, dtype=np.int64)  # (B,) flat (person, object) index
+        let_go = np.zeros(batch, dtype=np.int64)  # (B,) object index
         if n_obj:
-            pick = pick.argmax(axis=1)  # (B,) flat (person, object) index
-            let_go = let_go.argmax(axis=1)  # (B,)
+            scores = rng.random((batch, n_people * n_obj))
+            pick = np.where(can_get.reshape(batch, -1), scores, -1.0).argmax(axis=1)
+            let_go = np.where(can_drop, rng.random((batch, n_obj)), -1.0).argmax(axis=1)
 
         r = np.nonzero(action == MOVE)[0]
         p = who[r]
@@ -110,7 +109,7 @@ def _simulate(
         actor[r, t], verb[r, t], place[r, t] = p, MOVE, dest
 
         r = np.nonzero(action == GET)[0]
-        p, o = np.divmod(pick[r], n_obj)
+        p, o = np.divmod(pick[r], max(n_obj, 1))  # no gets without objects
         holder[r, o], lies_at[r, o], last_touch[r, o] = p, -1, t
         trail_at[r, o], trail_move[r, o] = -1, -1
         trail_at[r, o, 0], trail_move[r, o, 0] = person_at[r, p], last_move[r, p]
@@ -159,28 +158,21 @@ def _ask(facts: int, world: dict[str, np.ndarray], rng: np.random.Generator) -> 
         subject = choice
         answer = world["person_at"][rows, subject]
         support[:, 0] = world["last_move"][rows, subject]
-        return {
-            "ok": ok,
-            "subject": subject,
-            "answer": answer,
-            "place": asked_place,
-            "support": support,
-        }
-
-    # NOTE: in stories that cannot pose the question the indices below are meaningless (they
-    # may wrap around at -1); those stories are redrawn.
-    if facts == 2:
-        subject = choice
-        visit = world["trail_len"][rows, subject] - 1  # the object's current place
     else:
-        subject, visit = np.divmod(choice, world["trail_at"].shape[2])
-    at, move = world["trail_at"], world["trail_move"]
-    answer = at[rows, subject, visit]
-    support[:, 0] = world["last_touch"][rows, subject]
-    support[:, 1] = move[rows, subject, visit]
-    if facts == 3:
-        asked_place, answer = answer, at[rows, subject, visit - 1]
-        support[:, 2] = move[rows, subject, visit - 1]
+        # NOTE: in stories that cannot pose the question these indices are meaningless (they
+        # may wrap around at -1); those stories are redrawn.
+        if facts == 2:
+            subject = choice
+            visit = world["trail_len"][rows, subject] - 1  # the object's current place
+        else:
+            subject, visit = np.divmod(choice, world["trail_at"].shape[2])
+        at, move = world["trail_at"], world["trail_move"]
+        answer = at[rows, subject, visit]
+        support[:, 0] = world["last_touch"][rows, subject]
+        support[:, 1] = move[rows, subject, visit]
+        if facts == 3:
+            asked_place, answer = answer, at[rows, subject, visit - 1]
+            support[:, 2] = move[rows, subject, visit - 1]
     return {
         "ok": ok,
         "subject": subject,

@@ -458,7 +458,14 @@ def replay_story(row, lay):
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"hard": True}, {"facts": 3, "distractors": 0}, {"facts": (1, 2), "distractors": 7}],
+    [
+        {},
+        {"hard": True},
+        {"facts": 3, "distractors": 0},
+        {"facts": (1, 2), "distractors": 7},
+        {"facts": 1, "objects": 0, "people": 1},
+        {"facts": [3, 2], "people": 1, "objects": 1, "places": 2},
+    ],
 )
 def test_babi_synthetic_matches_replay(options):
     data = tasks.generate_reasoning_data("babi_synthetic", 300, 10, seed=6, **options)

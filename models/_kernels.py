@@ -53,7 +53,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = F
         g2 = g.reshape(-1, g.shape[-1])  # (rows, out)
         if relu:
             g2 = g2 * (out > 0)
-        gx = (g2 @ weight.data.T).reshape(x.shape) if x.requires_grad else None
+        gx = (g2 @ weight.data.T).reshape(x.shape) if x.requires_grad else None  # (..., in)
         gw = x2.T @ g2 if weight.requires_grad else None
         return (gx, gw) if bias is None else (gx, gw, g2.sum(axis=0))
 

@@ -73,7 +73,7 @@ def _attend(qh: np.ndarray, kh: np.ndarray, vh: np.ndarray, scale, mask: np.ndar
         gv = w.swapaxes(-1, -2) @ go  # (B, H, Tk, d)
         gs = w * (gw - (gw * w).sum(axis=-1, keepdims=True))
         gs *= scale
-        return gs @ kh, gs.swapaxes(-1, -2) @ qh, gv
+        return gs @ kh, gs.swapaxes(-1, -2) @ qh, gv  # (B, H, Tq, d), (B, H, Tk, d) x 2
 
     return out, w, vjp
 

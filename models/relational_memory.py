@@ -63,7 +63,7 @@ def gate_inputs(
     tm = np.tanh(memory.data).reshape(b * n, f)  # (B * N, F)
     from_input = x_proj.data @ w_in.data + b_in.data  # (B, 2G)
     out = (tm @ w_mem.data).reshape(b, n, -1)  # (B, N, 2G)
-    out += from_input[:, None, :] + b_mem.data
+    out += from_input[:, None, :] + b_mem.data  # (B, 1, 2G) broadcast over slots
 
     # the input term is broadcast over slots, so its gradient is summed over slots first;
     # dM = (g W_mᵀ) (1 - tanh²M)
@@ -102,7 +102,7 @@ def gated_update(
         if g_size == 1:
             di = di.sum(axis=-1, keepdims=True)  # (B, N, 1)
             df = df.sum(axis=-1, keepdims=True)  # (B, N, 1)
-        g_gates = np.concatenate([di * gi * (1 - gi), df * gf * (1 - gf)], axis=-1)
+        g_gates = np.concatenate([di * gi * (1 - gi), df * gf * (1 - gf)], axis=-1)  # (B, N, 2G)
         g_att = np.zeros_like(attended.data)  # (B, N + 1, F)
         g_att[:, :n] = d * gi * (1 - tm * tm)
         return g_gates, g_att, d * gf
@@ -265,7 +265,8 @@ def _reference_rmc_step(core: RelationalMemory, x_t: Tensor, memory: Tensor) -> 
     attended = mem[:, :n]  # (B, N, F)
     if core.gate_style is None:
         return attended
-    gates = core.gate_memory(memory.tanh()) + core.gate_input(x_proj).reshape(b, 1, -1)
+    from_input = core.gate_input(x_proj).reshape(b, 1, -1)  # (B, 1, 2G)
+    gates = core.gate_memory(memory.tanh()) + from_input  # (B, N, 2G)
     g = gates.shape[-1] // 2
     i = (gates[..., :g] + core.input_bias).sigmoid()  # (B, N, G)
     fg = (gates[..., g:] + core.forget_bias).sigmoid()  # (B, N, G)

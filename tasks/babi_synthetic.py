@@ -8,8 +8,8 @@ place | question type); the question is the final step. Question types, as in bA
                                                     latest move of its carrier before then/now
   3 facts  "Where was the football before the X?"   latest get/drop, the carrier's last move to X
                                                     and the carrier's move before that one; X is
-                                                    a place of the football's latest carrying
-                                                    spell other than where it was got
+                                                    a place the carrier took the football to in
+                                                    its latest carrying spell
 
 Stories are simulated forward and always stay consistent: a person gets an object only once the
 person's place is known and only where the object lies (anywhere if it has never been seen); only

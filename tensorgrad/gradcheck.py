@@ -74,7 +74,7 @@ def gradcheck(
                 i,
                 x,
                 unit="element",
-                index=lambda j, shape=x.shape: np.unravel_index(j, shape),
+                index=lambda j, shape=x.shape: tuple(int(i) for i in np.unravel_index(j, shape)),
             )
         else:
             directions = rng.standard_normal((n_directions, x.size))

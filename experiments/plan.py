@@ -141,12 +141,13 @@ def quick_plan() -> list[TaskPlan]:
         ),
         TaskPlan(
             key="tracking",
-            label="Tracking, 3 objects on a ring of 4, 6 moves",
+            label="Tracking, 2 objects on a ring of 4, 4 moves",
             short="tracking",
             task="tracking",
+            options={"objects": 2, "places": 4, "moves": 4},
             steps=1500,
-            hard={"moves": 12},
-            hard_label="12 moves",
+            hard={"moves": 8},
+            hard_label="8 moves",
         ),
         TaskPlan(
             key="pair_matching",
@@ -161,8 +162,8 @@ def quick_plan() -> list[TaskPlan]:
         _babi_synthetic(2, 1500, 10),
         _babi_synthetic(3, 1500, 10),
         _babi_real(1, 10, 800),
-        _babi_real(2, 15, 800),
-        _babi_real(3, 15, 800),
+        _babi_real(2, 10, 600),
+        _babi_real(3, 10, 600),
     ]
 
 
@@ -234,7 +235,8 @@ def full_plan() -> list[TaskPlan]:
         "babi_synthetic_3",
     ):
         p = quick[key]
-        hard_opts = {**p.options, "hard": True}
+        # the task's own hard sizes; only the bAbI-style question type is kept
+        hard_opts = {"hard": True, **{k: v for k, v in p.options.items() if k == "facts"}}
         plans.append(
             replace(
                 p,
@@ -247,24 +249,13 @@ def full_plan() -> list[TaskPlan]:
                 models=models,
             )
         )
-    for task_id in (1, 2, 3):
-        p = quick[f"babi_qa{task_id}"]
-        plans.append(
-            replace(
-                p,
-                steps=4 * p.steps,
-                models=models,
-                options={"max_sentences": 20 if task_id == 1 else 30},
-                label=p.label.replace(
-                    f"last {p.options['max_sentences']}", f"last {20 if task_id == 1 else 30}"
-                ),
-            )
-        )
+    for task_id, window, steps in ((1, 20, 3200), (2, 30, 2400), (3, 30, 2400)):
+        plans.append(replace(_babi_real(task_id, window, steps), models=models))
     return plans
 
 
 def full_sample_efficiency(seeds: tuple[int, ...]) -> SampleEfficiencyPlan:
-    """Sample efficiency over five training-set sizes and every seed."""
+    """Sample efficiency over six training-set sizes and every seed."""
     quick = quick_sample_efficiency(seeds)
     task = replace(quick.task, steps=3000, models=("lstm", "rmc"))
     return SampleEfficiencyPlan(task, (250, 500, 1000, 2000, 4000, 8000), seeds)

@@ -48,9 +48,9 @@ def _steps(model: Mapping, budget: int) -> str:
 
 def _setup_table(tasks: Mapping[str, Mapping]) -> list[str]:
     lines = [
-        "| task | data | steps × batch | lr (warm-up) | clip | RMC | LSTM | parameters RMC / LSTM"
-        " (gap) | head |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | data | steps × batch | stop at (validation) | lr (warm-up) | clip | RMC | LSTM "
+        "| parameters RMC / LSTM (gap) | head |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task in tasks.values():
         models = task["models"]
@@ -63,6 +63,7 @@ def _setup_table(tasks: Mapping[str, Mapping]) -> list[str]:
         head = (rmc or lstm or {}).get("head", "")
         lines.append(
             f"| {task['label']} | {data} | {task['steps']} × {task['batch_size']} | "
+            f"{_pct(task.get('target_accuracy')) if task.get('target_accuracy') else 'never'} | "
             f"{task['lr']:g} ({task['warmup']}) | {task['clip_norm']:g} | "
             f"{rmc['size'] if rmc else '—'} | {lstm['size'] if lstm else '—'} | {counts} | "
             f"{head} |"
@@ -315,8 +316,9 @@ def render_report(results: Mapping[str, Any]) -> str:
     out.append(
         "Every model on a task gets the same optimiser (Adam), learning rate, linear warm-up "
         "then constant rate, gradient clipping, batch size, step count, seeds, validation set "
-        "(for early stopping at 99% and for keeping the best weights) and test set, and the "
-        "same MLP classifier head on the core's last output. The LSTM's hidden size is chosen "
+        "(for stopping early once a task is solved, and for keeping the best weights, which "
+        "are the ones tested) and test set, and the same MLP classifier head on the core's last "
+        "output. The LSTM's hidden size is chosen "
         "automatically so that its parameter count is within 10% of the RMC's."
     )
     out.append("")

@@ -210,6 +210,7 @@ def _assemble_task(plan: TaskPlan, runs: dict[str, list[dict]], data) -> dict[st
         "chance": float(meta.chance_accuracy),
         "guess_level": meta.extra.get("guess_level"),
         "threshold": plan.threshold,
+        "target_accuracy": plan.target_accuracy,
         "steps": plan.steps,
         "batch_size": plan.batch_size,
         "lr": plan.lr,

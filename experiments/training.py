@@ -406,6 +406,8 @@ def fit(
         if metrics is not None:
             _drop_records_after(metrics, step, tags)
         emit(f"{prefix}resumed from {resume_from} at step {step}")
+    elif metrics is not None and tags:
+        _drop_records_after(metrics, -1, tags)  # lines of an earlier attempt of this run
     best_state = None
     if resume_from is not None and best_path is not None and best_path.exists():
         best_state = _weights_of(best_path, model)

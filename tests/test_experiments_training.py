@@ -430,3 +430,23 @@ def test_fit_result_reports_threshold_steps():
     hist = [{"step": s, "val_acc": a} for s, a in [(0, 0.3), (10, 0.6), (20, 0.95), (30, 0.9)]]
     res = FitResult("completed", "", 30, 20, 0.95, 0.1, 1.0, history=hist)
     assert res.steps_to(0.5) == 10 and res.steps_to(0.9) == 20 and res.steps_to(0.99) is None
+
+
+def test_a_fresh_run_replaces_its_own_metric_lines_only(tmp_path):
+    data = easy_batch(64, np.random.default_rng(0))
+    path = tmp_path / "m.jsonl"
+    for tags in ({"run": "a"}, {"run": "b"}, {"run": "a"}):
+        model = small_model()
+        fit(
+            model,
+            Adam(model.parameters()),
+            train=data,
+            val=data,
+            steps=4,
+            batch_size=8,
+            eval_every=2,
+            metrics_path=path,
+            tags=tags,
+        )
+    runs = [json.loads(s)["run"] for s in path.read_text().splitlines()]
+    assert runs == ["b"] * 3 + ["a"] * 3

@@ -42,13 +42,13 @@ class Split:
     def subset(self, index: Any) -> Split:
         """Rows `index` (any NumPy index over N) of inputs, targets and per-example extras."""
         n = len(self)
-        rows = np.arange(n)[index]
+        rows = np.atleast_1d(np.arange(n)[index])
         extra: dict[str, Any] = {}
         for key, value in self.extra.items():
             if isinstance(value, np.ndarray) and value.ndim > 0 and value.shape[0] == n:
                 extra[key] = value[rows]
             elif isinstance(value, list) and len(value) == n:
-                extra[key] = [value[i] for i in np.atleast_1d(rows)]
+                extra[key] = [value[i] for i in rows]
             else:
                 extra[key] = value
         return Split(self.inputs[rows], self.targets[rows], extra)

@@ -233,6 +233,9 @@ def test_subset_keeps_extras_aligned():
     np.testing.assert_array_equal(part.inputs, split.inputs[[3, 7, 11]])
     np.testing.assert_array_equal(part.extra["n"], split.extra["n"][[3, 7, 11]])
     np.testing.assert_array_equal(part.targets, split.targets[[3, 7, 11]])
+    one = split.subset(5)
+    assert one.inputs.shape == (1, 8, 40) and one.extra["m"][0] == split.extra["m"][5]
+    assert len(split.subset(split.extra["n"] == 7)) == np.sum(split.extra["n"] == 7)
 
 
 def test_split_rejects_mismatched_shapes():

@@ -328,3 +328,6 @@ def test_load_babi_task_on_small_files(tmp_path):
     assert unk.tolist() == [1, 1, 1], "Zelda is unknown in both statements and the question"
     assert data.meta.chance_accuracy == pytest.approx(1 / 3)
     assert data.meta.description.startswith("bAbI qa9_small")
+    part = data.test.subset([2, 0])
+    assert [ex.answer for ex in part.extra["examples"]] == ["s,w", "apple,milk"]
+    np.testing.assert_array_equal(part.extra["story"], data.test.extra["story"][[2, 0]])

@@ -13,6 +13,7 @@ import numpy as np
 import tensorgrad as tg
 from tensorgrad import Tensor
 from tensorgrad.nn import _resolve_rng
+from tensorgrad.tensor import outer_grad
 
 
 def make_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
@@ -54,8 +55,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = F
         if relu:
             g2 = g2 * (out > 0)
         gx = (g2 @ weight.data.T).reshape(x.shape) if x.requires_grad else None  # (..., in)
-        gw = x2.T @ g2 if weight.requires_grad else None
-        return (gx, gw) if bias is None else (gx, gw, g2.sum(axis=0))
+        gw = outer_grad(x2, g2) if weight.requires_grad else None
+        if bias is None:
+            return gx, gw
+        return gx, gw, np.ones(len(g2), dtype=g2.dtype) @ g2  # column sums
 
     out_nd = out.reshape(*x.shape[:-1], weight.shape[1])  # (..., out)
     return tg.record(out_nd, parents, backward, "linear_relu" if relu else "linear")
@@ -84,10 +87,10 @@ def concat_linear(a: Tensor, b: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 
     # d[a, b] = g Wᵀ split at Da; dW = [a, b]ᵀ g; dbias = column sums of g
     def backward(g):
-        gab = g @ weight.data.T if (a.requires_grad or b.requires_grad) else None
-        ga = None if gab is None else gab[:, :da]
-        gb = None if gab is None else gab[:, da:]
-        return ga, gb, ab.T @ g, g.sum(axis=0)
+        w = weight.data
+        ga = g @ w[:da].T if a.requires_grad else None  # (B, Da)
+        gb = g @ w[da:].T if b.requires_grad else None  # (B, Db)
+        return ga, gb, outer_grad(ab, g), np.ones(len(g), dtype=g.dtype) @ g
 
     return tg.record(out, (a, b, weight, bias), backward, "concat_linear")
 

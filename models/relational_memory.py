@@ -28,6 +28,7 @@ import numpy as np
 import tensorgrad as tg
 from tensorgrad import Tensor
 from tensorgrad.nn import MLP, LayerNorm, Linear
+from tensorgrad.tensor import outer_grad
 
 from ._kernels import linear, make_rng, truncated_normal_init
 from .attention import _reference_attention, packed_attention_core
@@ -74,8 +75,9 @@ def gate_inputs(
         if memory.requires_grad:
             g_mem = ((g_rows @ w_mem.data.T) * (1 - tm * tm)).reshape(b, n, f)  # (B, N, F)
         g_x = g_in @ w_in.data.T if x_proj.requires_grad else None
-        g_wm = tm.T @ g_rows
-        return g_mem, g_x, g_wm, g_rows.sum(axis=0), x_proj.data.T @ g_in, g_in.sum(axis=0)
+        g_wm = outer_grad(tm, g_rows)
+        g_wi = outer_grad(x_proj.data, g_in)
+        return g_mem, g_x, g_wm, g_rows.sum(axis=0), g_wi, g_in.sum(axis=0)
 
     return tg.record(out, (memory, x_proj, w_mem, b_mem, w_in, b_in), backward, "gate_inputs")
 

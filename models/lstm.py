@@ -25,24 +25,35 @@ from .core import RecurrentCore, as_input
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     # NOTE: σ(x) = (1 + tanh(x / 2)) / 2 cannot overflow and keeps the dtype of x.
-    return 0.5 + 0.5 * np.tanh(0.5 * x)
+    s = x * 0.5
+    np.tanh(s, out=s)
+    s *= 0.5
+    s += 0.5
+    return s
 
 
 def lstm_cell(z: Tensor, c: Tensor) -> Tensor:
     """Fused cell update c' = σ(z_i) ⊙ tanh(z_g) + σ(z_f) ⊙ c: z (B, 4H), c (B, H) -> (B, H)."""
     n = c.shape[-1]
     zd = z.data
-    i = _sigmoid(zd[:, :n])
-    f = _sigmoid(zd[:, n : 2 * n])
+    gates = _sigmoid(zd[:, : 2 * n])  # (B, 2H): [i | f]
+    i, f = gates[:, :n], gates[:, n:]
     g_ = np.tanh(zd[:, 2 * n : 3 * n])
-    c_new = f * c.data + i * g_
+    c_new = f * c.data
+    c_new += i * g_
 
     # dz_i = d g σ'(z_i), dz_f = d c σ'(z_f), dz_g = d i (1 - g²), dz_o = 0; dc = d f
     def backward(d):
-        gz = np.zeros_like(zd)
-        gz[:, :n] = d * g_ * i * (1 - i)
-        gz[:, n : 2 * n] = d * c.data * f * (1 - f)
-        gz[:, 2 * n : 3 * n] = d * i * (1 - g_ * g_)
+        gz = np.empty_like(zd)
+        slope = 1.0 - gates  # σ' = σ (1 - σ), for both gates at once
+        slope *= gates
+        np.multiply(d * g_, slope[:, :n], out=gz[:, :n])
+        np.multiply(d * c.data, slope[:, n:], out=gz[:, n : 2 * n])
+        dg = g_ * g_
+        np.subtract(1.0, dg, out=dg)
+        dg *= i
+        np.multiply(d, dg, out=gz[:, 2 * n : 3 * n])
+        gz[:, 3 * n :] = 0.0
         return gz, d * f
 
     return tg.record(c_new, (z, c), backward, "lstm_cell")
@@ -57,8 +68,14 @@ def lstm_hidden(z: Tensor, c: Tensor) -> Tensor:
     # dz_o = d tanh(c) σ'(z_o), other gates 0; dc = d o (1 - tanh²(c))
     def backward(d):
         gz = np.zeros_like(z.data)
-        gz[:, 3 * n :] = d * tc * o * (1 - o)
-        return gz, d * o * (1 - tc * tc)
+        do = d * tc
+        do *= o
+        np.multiply(do, 1.0 - o, out=gz[:, 3 * n :])
+        dc = tc * tc
+        np.subtract(1.0, dc, out=dc)
+        dc *= o
+        dc *= d
+        return gz, dc
 
     return tg.record(o * tc, (z, c), backward, "lstm_hidden")
 

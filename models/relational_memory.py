@@ -62,9 +62,11 @@ def gate_inputs(
     """
     b, n, f = memory.shape
     tm = np.tanh(memory.data).reshape(b * n, f)  # (B * N, F)
-    from_input = x_proj.data @ w_in.data + b_in.data  # (B, 2G)
+    from_input = x_proj.data @ w_in.data  # (B, 2G)
+    from_input += b_in.data
+    from_input += b_mem.data
     out = (tm @ w_mem.data).reshape(b, n, -1)  # (B, N, 2G)
-    out += from_input[:, None, :] + b_mem.data  # (B, 1, 2G) broadcast over slots
+    out += from_input[:, None, :]  # (B, 1, 2G) broadcast over slots
 
     # the input term is broadcast over slots, so its gradient is summed over slots first;
     # dM = (g W_mᵀ) (1 - tanh²M)
@@ -73,11 +75,16 @@ def gate_inputs(
         g_rows = g.reshape(b * n, -1)  # (B * N, 2G)
         g_mem = None
         if memory.requires_grad:
-            g_mem = ((g_rows @ w_mem.data.T) * (1 - tm * tm)).reshape(b, n, f)  # (B, N, F)
+            sech2 = tm * tm
+            np.subtract(1.0, sech2, out=sech2)
+            g_mem = g_rows @ w_mem.data.T  # (B * N, F)
+            g_mem *= sech2
+            g_mem = g_mem.reshape(b, n, f)  # (B, N, F)
         g_x = g_in @ w_in.data.T if x_proj.requires_grad else None
         g_wm = outer_grad(tm, g_rows)
         g_wi = outer_grad(x_proj.data, g_in)
-        return g_mem, g_x, g_wm, g_rows.sum(axis=0), g_wi, g_in.sum(axis=0)
+        g_bm = np.ones(len(g_rows), dtype=g.dtype) @ g_rows  # column sums
+        return g_mem, g_x, g_wm, g_bm, g_wi, g_in.sum(axis=0)
 
     return tg.record(out, (memory, x_proj, w_mem, b_mem, w_in, b_in), backward, "gate_inputs")
 
@@ -91,22 +98,35 @@ def gated_update(
     is the input row and is dropped), memory (B, N, F) -> (B, N, F).
     """
     n, g_size = memory.shape[1], gates.shape[-1] // 2
-    gi = _sigmoid(gates.data[..., :g_size] + input_bias)  # (B, N, G)
-    gf = _sigmoid(gates.data[..., g_size:] + forget_bias)  # (B, N, G)
+    shift = np.empty(2 * g_size, dtype=gates.dtype)  # (2G,) the two gate biases
+    shift[:g_size], shift[g_size:] = input_bias, forget_bias
+    act = _sigmoid(gates.data + shift)  # (B, N, 2G): [σ(ĩ + b_i) | σ(f̃ + b_f)]
+    gi, gf = act[..., :g_size], act[..., g_size:]  # (B, N, G) each
     tm = np.tanh(attended.data[:, :n])  # (B, N, F)
-    out = gi * tm + gf * memory.data
+    out = gi * tm
+    out += gf * memory.data
 
     # dĩ = d tanh(M̃) σ'(ĩ), df̃ = d M σ'(f̃) (summed over F when one gate serves a slot);
     # dM̃ = d i (1 - tanh²M̃) on the kept rows, 0 on the input row; dM = d f
     def backward(d):
-        di = d * tm
-        df = d * memory.data
+        slope = 1.0 - act  # σ' = σ (1 - σ) for both gates at once
+        slope *= act
         if g_size == 1:
-            di = di.sum(axis=-1, keepdims=True)  # (B, N, 1)
-            df = df.sum(axis=-1, keepdims=True)  # (B, N, 1)
-        g_gates = np.concatenate([di * gi * (1 - gi), df * gf * (1 - gf)], axis=-1)  # (B, N, 2G)
-        g_att = np.zeros_like(attended.data)  # (B, N + 1, F)
-        g_att[:, :n] = d * gi * (1 - tm * tm)
+            di = (d * tm).sum(axis=-1, keepdims=True)  # (B, N, 1)
+            df = (d * memory.data).sum(axis=-1, keepdims=True)  # (B, N, 1)
+            g_gates = np.concatenate([di, df], axis=-1)  # (B, N, 2)
+        else:
+            g_gates = np.empty_like(act)  # (B, N, 2F)
+            np.multiply(d, tm, out=g_gates[..., :g_size])
+            np.multiply(d, memory.data, out=g_gates[..., g_size:])
+        g_gates *= slope
+        g_att = np.empty_like(attended.data)  # (B, N + 1, F)
+        g_att[:, n:] = 0.0
+        kept = g_att[:, :n]  # (B, N, F)
+        np.multiply(tm, tm, out=kept)
+        np.subtract(1.0, kept, out=kept)
+        kept *= gi
+        kept *= d
         return g_gates, g_att, d * gf
 
     return tg.record(out, (gates, attended, memory), backward, "gated_update")

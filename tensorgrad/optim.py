@@ -212,8 +212,11 @@ class Adam(Optimizer):
         t = self.step_count
         b1, b2 = self.betas
         bc1 = 1.0 - b1**t
-        bc2 = 1.0 - b2**t
-        lr, eps, wd = self.lr, self.eps, self.weight_decay
+        root_bc2 = math.sqrt(1.0 - b2**t)
+        # NOTE: m̂ / (sqrt(v̂) + eps) = (m / bc1) sqrt(bc2) / (sqrt(v) + eps sqrt(bc2)): the bias
+        # corrections fold into two scalars, saving a pass over v.
+        step_size, eps_scaled = self.lr * root_bc2 / bc1, self.eps * root_bc2
+        wd = self.weight_decay
         for i, p, g in self._grads():
             m, v, s = self.state["exp_avg"][i], self.state["exp_avg_sq"][i], self._scratch[i]
             if wd:
@@ -228,12 +231,10 @@ class Adam(Optimizer):
             np.multiply(g, g, out=s)
             s *= 1.0 - b2
             v += s
-            # denominator sqrt(v_hat) + eps, then the step lr * m_hat / denominator
-            np.divide(v, bc2, out=s)
-            np.sqrt(s, out=s)
-            s += eps
+            np.sqrt(v, out=s)
+            s += eps_scaled
             np.divide(m, s, out=s)
-            s *= lr / bc1
+            s *= step_size
             p.data -= s
 
 

@@ -172,9 +172,19 @@ def plot_accuracy_bars(tasks: Mapping[str, Mapping], base: str | os.PathLike) ->
         lambda m: float(np.mean(accs(m))) if accs(m) else None,
         lambda m: (min(accs(m)), max(accs(m))) if accs(m) else None,
     )
+    title = "Test accuracy (dashes: chance"
     for xi, key in zip(x, tasks):
         ax.plot([xi - 0.45, xi + 0.45], [tasks[key]["chance"]] * 2, color="black", ls="--", lw=1)
-    ax.set(ylabel="test accuracy", ylim=(0, 1.05), title="Test accuracy (dashes: chance)")
+        if tasks[key].get("guess_level") is not None:
+            ax.plot(
+                [xi - 0.45, xi + 0.45],
+                [tasks[key]["guess_level"]] * 2,
+                color="black",
+                ls=":",
+                lw=1.2,
+            )
+            title = "Test accuracy (dashes: chance; dots: best without comparing distances"
+    ax.set(ylabel="test accuracy", ylim=(0, 1.05), title=title + ")")
     ax.legend(fontsize=8)
     return save(fig, base)
 
@@ -314,6 +324,7 @@ def plot_memory(
     )
     ax_r.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     return save(fig, base)
 
 

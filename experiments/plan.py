@@ -56,7 +56,7 @@ class TaskPlan:
     clip_norm: float = 5.0
     eval_every: int = 250
     target_accuracy: float | None = 0.99
-    threshold: float = 0.9
+    threshold: float = 0.6
     memory: MemorySize = MemorySize()
     mlp_hidden: tuple[int, ...] = (128, 128)
     models: tuple[str, ...] = ("lstm", "rmc")
@@ -110,11 +110,11 @@ def _babi_real(task_id: int, max_sentences: int, steps: int) -> TaskPlan:
         task=f"babi_qa{task_id}",
         options={"max_sentences": max_sentences},
         fresh=False,
-        n_val=100,
         n_test=1000,
         steps=steps,
         eval_every=100,
-        threshold=0.5,
+        n_val=200,
+        threshold=0.4,
     )
 
 
@@ -131,6 +131,7 @@ def quick_plan() -> list[TaskPlan]:
             batch_size=128,
             target_accuracy=None,
             eval_every=250,
+            threshold=0.9,
         ),
         TaskPlan(
             key="sorting",
@@ -162,19 +163,19 @@ def quick_plan() -> list[TaskPlan]:
         _babi_synthetic(2, 1500, 10),
         _babi_synthetic(3, 1500, 10),
         _babi_real(1, 10, 800),
-        _babi_real(2, 10, 600),
-        _babi_real(3, 10, 600),
+        _babi_real(2, 10, 400),
+        _babi_real(3, 10, 400),
     ]
 
 
 def quick_sample_efficiency(seeds: tuple[int, ...]) -> SampleEfficiencyPlan:
     """A cheap sample-efficiency study: fixed training sets of three sizes, one seed."""
-    base = next(p for p in quick_plan() if p.key == "pair_matching")
+    base = next(p for p in quick_plan() if p.key == "babi_synthetic_2")
     task = replace(
         base,
         key="sample_efficiency",
         fresh=False,
-        steps=800,
+        steps=1000,
         hard=None,
         target_accuracy=None,
         eval_every=200,
@@ -199,6 +200,7 @@ def full_plan() -> list[TaskPlan]:
             batch_size=128,
             target_accuracy=None,
             eval_every=500,
+            threshold=0.9,
             models=models,
         ),
         TaskPlan(
@@ -211,6 +213,7 @@ def full_plan() -> list[TaskPlan]:
             batch_size=128,
             target_accuracy=None,
             eval_every=1000,
+            threshold=0.9,
             memory=MemorySize(slots=8, heads=8, head_size=16),
             mlp_hidden=(256, 256, 256, 256),
             models=models,

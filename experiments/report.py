@@ -11,6 +11,7 @@ from typing import Any
 PAPER_RMC_K8 = 0.91  # Santoro et al. (2018), Nth-farthest with 8 vectors of 16 dimensions
 PAPER_LSTM_K8_BELOW = 0.30
 HELPS = 0.05  # an accuracy gap counted as a difference between the models
+MEMORISED = 0.25  # training-batch accuracy this far above test accuracy is memorisation
 
 
 def _pct(x: float | None) -> str:
@@ -81,15 +82,16 @@ def _setup_table(tasks: Mapping[str, Mapping]) -> list[str]:
 
 def _results_table(tasks: Mapping[str, Mapping]) -> list[str]:
     lines = [
-        "| task | chance | model | test accuracy, mean (min–max) | best validation | steps to "
-        "threshold | wall time per run | ms per step |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | chance | model | test accuracy, mean (min–max) | best validation | training "
+        "batches at the end | steps to threshold | wall time per run | ms per step |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for task in tasks.values():
         for m in task["models"].values():
             lines.append(
                 f"| {task['short']} | {_pct(task['chance'])} | {m['short']} | "
                 f"{_acc(m['test_acc'])} | {_acc(m['best_val_acc'])} | "
+                f"{_pct(m['final_train_acc']['mean'])} | "
                 f"{_steps(m, task['steps'])} @ {_pct(task['threshold'])} | "
                 f"{m['wall_time']['mean']:.0f} s | {m['ms_per_step']['mean']:.1f} |"
             )
@@ -391,6 +393,20 @@ def render_report(results: Mapping[str, Any]) -> str:
         f"{'; '.join(same + hurts) or 'nowhere in this run'}."
     )
     out.append("")
+    memorised = [
+        f"{m['short']} on {t['short']} (training batches {_pct(m['final_train_acc']['mean'])}, "
+        f"test {_pct(m['test_acc']['mean'])})"
+        for t in tasks.values()
+        for m in t["models"].values()
+        if m["final_train_acc"]["mean"] - m["test_acc"]["mean"] > MEMORISED
+    ]
+    if memorised:
+        out.append(
+            "**Memorised rather than learnt** (accuracy on the last training batches more than "
+            f"{100 * MEMORISED:.0f} points above test accuracy): {'; '.join(memorised)}. These "
+            "runs see a small fixed training set many times over."
+        )
+        out.append("")
     hard = {k: t for k, t in tasks.items() if t.get("hard")}
     if hard:
         out.append("### Harder held-out variants")

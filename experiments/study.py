@@ -191,6 +191,7 @@ def _assemble_task(plan: TaskPlan, runs: dict[str, list[dict]], data) -> dict[st
             "head": ok[0]["head"],
             "test_acc": _summary([r["test_acc"] for r in ok]),
             "best_val_acc": _summary([r["best_val_acc"] for r in ok]),
+            "final_train_acc": _summary([r["history"][-1]["train_acc"] for r in ok]),
             "steps_to_threshold": hits,
             "reached": sum(h is not None for h in hits),
             "wall_time": _summary([r["wall_time"] for r in ok]),

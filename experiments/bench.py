@@ -182,6 +182,16 @@ def matmul_flops(node) -> tuple[int, int]:
         tk = ps[0].shape[1] if len(ps) == 1 else ps[1].shape[1]
         f = 2 * 2 * b * tq * tk * d_model
         return f, 2 * f
+    if op == "lstm_sequence":
+        # per step [x, h] W forward; backward dz Whᵀ (not before h0 unless it needs it), dz Wxᵀ
+        # when x needs it, and [x, h]ᵀ dz for the weight
+        x, w = ps[0], ps[3]
+        b, steps, d = x.shape
+        n4 = w.shape[1]
+        f = 2 * steps * b * w.shape[0] * n4
+        dh = 2 * b * n4 * (n4 // 4) * (steps - 1 + need[1])
+        dx = 2 * steps * b * n4 * d * need[0]
+        return f, f * need[3] + dh + dx
     if op == "matmul":
         # 2 k FLOPs per output element, forward and for each input's gradient
         f = 2 * node.data.size * ps[0].shape[-1]

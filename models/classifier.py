@@ -62,7 +62,8 @@ class SequenceClassifier(Module):
     def forward(self, x) -> Tensor:
         """x (B, T, D) -> logits (B, num_classes), or (B, T, num_classes) when per_step."""
         x = as_input(x, self.dtype, 3, "SequenceClassifier")
-        outputs, _ = unroll(self.core, x)
+        run = getattr(self.core, "unroll", None)  # a core may run a whole sequence faster
+        outputs, _ = run(x) if callable(run) else unroll(self.core, x)
         if self.per_step:
             return self._head(tg.stack(outputs, axis=1))  # (B, T, C)
         return self._head(outputs[-1])  # (B, C)

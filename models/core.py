@@ -56,16 +56,8 @@ def unroll(core, x, state: Any = None) -> tuple[list[Tensor], Any]:
     `core` needs `initial_state`, `step` and `dtype`; gradients flow through every step (full
     backpropagation through time, nothing detached).
     """
-    name = type(core).__name__
-    x = as_input(x, core.dtype, 3, f"{name}.unroll")
-    batch, steps, features = x.shape
-    expected = getattr(core, "input_size", features)
-    if features != expected:
-        raise ValueError(
-            f"{name}: input feature size {features} != input_size {expected} (x {x.shape})"
-        )
-    if state is None:
-        state = core.initial_state(batch)
+    x, state = prepare_sequence(core, x, state)
+    steps = x.shape[1]
     outputs = []
     for t in range(steps):
         # NOTE: a constant input is sliced in NumPy, which records nothing.
@@ -73,3 +65,19 @@ def unroll(core, x, state: Any = None) -> tuple[list[Tensor], Any]:
         out, state = core.step(x_t, state)
         outputs.append(out)
     return outputs, state
+
+
+def prepare_sequence(core, x, state: Any = None) -> tuple[Tensor, Any]:
+    """Check x (B, T, input_size) against `core`; return it as a Tensor and the starting state.
+
+    A missing state is `core.initial_state(B)`.
+    """
+    name = type(core).__name__
+    x = as_input(x, core.dtype, 3, f"{name}.unroll")
+    batch, _, features = x.shape
+    expected = getattr(core, "input_size", features)
+    if features != expected:
+        raise ValueError(
+            f"{name}: input feature size {features} != input_size {expected} (x {x.shape})"
+        )
+    return x, core.initial_state(batch) if state is None else state

@@ -9,6 +9,8 @@ Gate order along the 4H pre-activation axis is (i, f, g, o):
 
 A step records three nodes: the gate matmul (`concat_linear`), the cell update (`lstm_cell`)
 and the output (`lstm_hidden`). `_reference_lstm_step` is their composite twin from primitive ops.
+Over a whole sequence, `unroll` records one node instead (`lstm_sequence`), whose twin is the
+same steps in a loop.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tensorgrad import Tensor
 from tensorgrad.nn import Parameter
 
 from ._kernels import concat_linear, make_rng
-from .core import RecurrentCore, as_input
+from .core import RecurrentCore, as_input, prepare_sequence
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -30,6 +32,13 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     s *= 0.5
     s += 0.5
     return s
+
+
+def _sigmoid_inplace(x: np.ndarray) -> None:
+    x *= 0.5
+    np.tanh(x, out=x)
+    x *= 0.5
+    x += 0.5
 
 
 def lstm_cell(z: Tensor, c: Tensor) -> Tensor:
@@ -91,6 +100,108 @@ def _reference_lstm_step(
     return o.sigmoid() * c_new.tanh(), c_new
 
 
+def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Fused LSTM over a whole sequence: x (B, T, D), h0 and c0 (B, H) -> (B, T + 1, H).
+
+    Rows 0..T-1 of the output are h_1..h_T and row T is c_T. One node for the sequence:
+    backpropagation through time runs inside one closure, and the weight gradient is one
+    product over all steps.
+    """
+    b, steps, d = x.shape
+    n = h0.shape[1]
+    dt = x.dtype
+    w = weight.data  # (D + H, 4H)
+    # NOTE: the step works on transposed, feature-major arrays: each gate is then a contiguous
+    # block of rows, and NumPy's elementwise loops run about twice as fast as on column slices.
+    xh = np.empty((steps + 1, d + n, b), dtype=dt)  # [x_t; h_t] per step, (D + H, B)
+    xh[:steps, :d] = x.data.transpose(1, 2, 0)  # (T, D, B)
+    xh[0, d:] = h0.data.T
+    acts = np.empty((steps, 4 * n, b), dtype=dt)  # gate activations [i; f; g; o] per step
+    cs = np.empty((steps + 1, n, b), dtype=dt)  # c_0 .. c_T
+    tcs = np.empty((steps, n, b), dtype=dt)  # tanh(c_1) .. tanh(c_T)
+    cs[0] = c0.data.T
+    bias_col = bias.data[:, None]  # (4H, 1)
+    for t in range(steps):
+        a = acts[t]  # (4H, B)
+        np.matmul(w.T, xh[t], out=a)
+        a += bias_col
+        _sigmoid_inplace(a[: 2 * n])
+        np.tanh(a[2 * n : 3 * n], out=a[2 * n : 3 * n])
+        _sigmoid_inplace(a[3 * n :])
+        i, f, g, o = a[:n], a[n : 2 * n], a[2 * n : 3 * n], a[3 * n :]
+        np.multiply(f, cs[t], out=cs[t + 1])
+        cs[t + 1] += i * g
+        np.tanh(cs[t + 1], out=tcs[t])
+        np.multiply(o, tcs[t], out=xh[t + 1, d:])
+    out = np.empty((b, steps + 1, n), dtype=dt)
+    out[:, :steps] = xh[1:, d:].transpose(2, 0, 1)  # (B, T, H)
+    out[:, steps] = cs[steps].T
+
+    # Per step, from dh (output and next step) and dc (next step): dz_o = dh tanh(c) σ'(z_o);
+    # dc += dh o (1 - tanh²c); dz_i = dc g σ'(z_i); dz_f = dc c_prev σ'(z_f);
+    # dz_g = dc i (1 - g²); then dc_prev = dc f and dh_prev = Wh dz. dW = Σ [x; h_prev] dzᵀ.
+    def backward(gout):
+        gh = gout[:, :steps].transpose(1, 2, 0)  # (T, H, B)
+        dc = np.ascontiguousarray(gout[:, steps].T)  # (H, B)
+        dz = np.empty_like(acts)  # (T, 4H, B)
+        tmp = np.empty((n, b), dtype=dt)
+        dh_next = None
+        for t in range(steps - 1, -1, -1):
+            a, dzt = acts[t], dz[t]
+            i, f, g, o = a[:n], a[n : 2 * n], a[2 * n : 3 * n], a[3 * n :]
+            zi, zf, zg, zo = dzt[:n], dzt[n : 2 * n], dzt[2 * n : 3 * n], dzt[3 * n :]
+            dh = np.ascontiguousarray(gh[t]) if dh_next is None else gh[t] + dh_next
+            np.multiply(tcs[t], tcs[t], out=tmp)
+            np.subtract(1.0, tmp, out=tmp)
+            tmp *= o
+            tmp *= dh
+            dc += tmp
+            np.subtract(1.0, o, out=zo)
+            zo *= o
+            zo *= tcs[t]
+            zo *= dh
+            np.subtract(1.0, i, out=zi)
+            zi *= i
+            zi *= g
+            zi *= dc
+            np.subtract(1.0, f, out=zf)
+            zf *= f
+            zf *= cs[t]
+            zf *= dc
+            np.multiply(g, g, out=zg)
+            np.subtract(1.0, zg, out=zg)
+            zg *= i
+            zg *= dc
+            dc *= f
+            if t > 0 or h0.requires_grad:
+                dh_next = w[d:] @ dzt  # (H, B)
+        gx = gw = gb = None
+        if x.requires_grad:
+            gx = (w[:d] @ dz).transpose(2, 0, 1)  # (T, D, B) -> (B, T, D)
+        rows = dz.transpose(1, 0, 2).reshape(4 * n, steps * b)  # (4H, T * B)
+        if weight.requires_grad:
+            cols = xh[:steps].transpose(1, 0, 2).reshape(d + n, steps * b)  # (D + H, T * B)
+            gw = cols @ rows.T  # (D + H, 4H)
+        if bias.requires_grad:
+            gb = rows @ np.ones(steps * b, dtype=dt)  # row sums
+        gh0 = dh_next.T if h0.requires_grad else None
+        gc0 = dc.T if c0.requires_grad else None
+        return gx, gh0, gc0, gw, gb
+
+    return tg.record(out, (x, h0, c0, weight, bias), backward, "lstm_sequence")
+
+
+def _reference_lstm_sequence(
+    x: Tensor, h0: Tensor, c0: Tensor, weight: Tensor, bias: Tensor
+) -> Tensor:
+    """Composite twin of `lstm_sequence` from primitive ops: -> (B, T + 1, H)."""
+    h, c, rows = h0, c0, []
+    for t in range(x.shape[1]):
+        h, c = _reference_lstm_step(x[:, t], h, c, weight, bias)
+        rows.append(h)
+    return tg.stack([*rows, c], axis=1)
+
+
 class LSTMCell(RecurrentCore):
     """One LSTM step: x_t (B, input_size), state (h, c) each (B, H) -> (h', (h', c')).
 
@@ -143,6 +254,26 @@ class LSTMCell(RecurrentCore):
         h = lstm_hidden(z, c)
         return h, (h, c)
 
+    def run_sequence(self, x, state: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The fused sequence: x (B, T, input_size) -> (B, T + 1, H), rows h_1..h_T then c_T."""
+        x, (h, c) = prepare_sequence(self, x, state)
+        b = x.shape[0]
+        if h.shape != (b, self.hidden_size) or c.shape != h.shape:
+            raise ValueError(
+                f"LSTMCell({self.input_size}, {self.hidden_size}): got x {x.shape}, h "
+                f"{h.shape}, c {c.shape}"
+            )
+        return lstm_sequence(x, h, c, self.weight, self.bias)
+
+    def unroll(self, x, state: tuple[Tensor, Tensor] | None = None) -> tuple[list[Tensor], tuple]:
+        """Run over x (B, T, input_size) -> ([h_t (B, H)] * T, (h_T, c_T)), as one fused node."""
+        seq = self.run_sequence(x, state)
+        steps = seq.shape[1] - 1
+        if steps == 0:
+            return [], prepare_sequence(self, x, state)[1]
+        outputs = [seq[:, t] for t in range(steps)]
+        return outputs, (outputs[-1], seq[:, steps])
+
     def forward(self, x_t, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple]:
         """One step from a (B, input_size) input; a missing state starts at zeros."""
         x_t = as_input(x_t, self.dtype, 2, "LSTMCell")
@@ -182,10 +313,17 @@ class LSTM(RecurrentCore):
         """x_t (B, input_size), (h, c) -> (h', (h', c'))."""
         return self.cell.step(x_t, state)
 
+    def unroll(self, x, state: tuple[Tensor, Tensor] | None = None) -> tuple[list[Tensor], tuple]:
+        """Run over x (B, T, input_size) -> ([h_t (B, H)] * T, (h_T, c_T)), as one fused node."""
+        return self.cell.unroll(x, state)
+
     def forward(self, x, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple]:
         """x (B, T, input_size) -> (outputs (B, T, H), (h_T, c_T)); no step is detached."""
-        outputs, state = self.unroll(x, state)
-        return tg.stack(outputs, axis=1), state
+        seq = self.cell.run_sequence(x, state)
+        steps = seq.shape[1] - 1
+        if steps == 0:
+            raise ValueError(f"LSTM: the input sequence has no steps (x {x.shape})")
+        return seq[:, :steps], (seq[:, steps - 1], seq[:, steps])
 
     def extra_repr(self) -> str:
         return f"{self.input_size} -> {self.hidden_size}"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .tensor import Tensor, as_tensor, record
+from .tensor import SliceGrad, Tensor, as_tensor, record
 
 # ------------------------------------------------------------------------------ arithmetic
 
@@ -364,11 +364,10 @@ def getitem(a: Tensor, index) -> Tensor:
     basic = _is_basic_index(index)
 
     def backward(g):
+        if basic:  # the engine writes the slices of every such gradient into one array
+            return (SliceGrad(a.shape, index, g),)
         full = np.zeros(a.shape, dtype=g.dtype)
-        if basic:
-            full[index] = g
-        else:
-            np.add.at(full, index, g)  # repeated indices accumulate
+        np.add.at(full, index, g)  # repeated indices accumulate
         return (full,)
 
     return record(out, (a,), backward, "getitem")

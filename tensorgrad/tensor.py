@@ -182,13 +182,13 @@ class Tensor:
                 )
 
         order = _topological_order(self)
-        grads: dict[int, np.ndarray | OuterSum] = {id(self): grad}
+        grads: dict[int, np.ndarray | OuterSum | SliceGrad] = {id(self): grad}
         owned: set[int] = set()  # ids of sums the engine made itself: safe to add into in place
         for node in reversed(order):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
-            if type(g) is OuterSum:
+            if type(g) in _LAZY:
                 g, fresh = g.materialise(), True
             else:
                 fresh = id(g) in owned
@@ -240,6 +240,45 @@ class OuterSum:
             return self.lefts[0].T @ self.rights[0]
         return np.concatenate(self.lefts).T @ np.concatenate(self.rights)
 
+    def add_into(self, full: np.ndarray) -> np.ndarray:
+        """Add the sum into `full` (in, out) in place; returns it."""
+        full += self.materialise()
+        return full
+
+
+class SliceGrad:
+    """The gradient of basic slices of an array: zero but for a few parts, built when needed.
+
+    `x[:, t]` for every t of a sequence would otherwise each send back a full-size array of
+    zeros, and the engine would add T of them. Here the parts are kept and written into one
+    array. The getitem op creates it; the engine alone adds and materialises it.
+    """
+
+    __slots__ = ("shape", "dtype", "parts")
+
+    def __init__(self, shape: tuple[int, ...], index, value: np.ndarray):
+        self.shape = shape
+        self.dtype = value.dtype
+        self.parts = [(index, value)]
+
+    def extend(self, other: SliceGrad) -> SliceGrad:
+        """Add another slice gradient's parts to this one; returns self."""
+        self.parts += other.parts
+        return self
+
+    def add_into(self, full: np.ndarray) -> np.ndarray:
+        """Add every part into `full` at its index, in place; returns it."""
+        for index, value in self.parts:
+            full[index] += value
+        return full
+
+    def materialise(self) -> np.ndarray:
+        """Return the full-size gradient as a new array."""
+        return self.add_into(np.zeros(self.shape, dtype=self.dtype))
+
+
+_LAZY = (OuterSum, SliceGrad)
+
 
 # Below this many rows a weight gradient aᵀ g is deferred; above it one product is efficient.
 _DEFER_ROWS = 256
@@ -257,15 +296,25 @@ def outer_grad(a: np.ndarray, g: np.ndarray) -> np.ndarray | OuterSum:
 
 
 def _add(prev, pg, owned: set[int]):
-    """prev + pg for gradients that are arrays or OuterSums, reusing engine-made sums in place."""
-    if type(prev) is OuterSum:
-        if type(pg) is OuterSum:
+    """prev + pg for gradients that are arrays or lazy sums, reusing engine-made sums in place."""
+    lazy_prev, lazy_pg = type(prev) in _LAZY, type(pg) in _LAZY
+    if lazy_prev or lazy_pg:
+        if type(prev) is type(pg):
             return prev.extend(pg)
-        prev = prev.materialise()
+        if lazy_prev:
+            prev, pg = pg, prev
+        # now pg is lazy; prev is an array or a lazy sum of the other kind
+        if type(prev) in _LAZY:
+            prev = prev.materialise()
+        elif id(prev) not in owned:
+            if type(pg) is OuterSum:  # a new array anyway: add the other one into it
+                prev, pg = pg.materialise(), prev
+                prev += pg
+                owned.add(id(prev))
+                return prev
+            prev = np.array(prev, dtype=np.result_type(prev.dtype, pg.dtype), copy=True)
         owned.add(id(prev))
-    elif type(pg) is OuterSum:
-        prev, pg = pg.materialise(), prev
-        owned.add(id(prev))
+        return pg.add_into(prev)
     if id(prev) in owned and prev.dtype == np.result_type(prev, pg):
         prev += pg
         return prev

@@ -142,7 +142,8 @@ def test_majority_class_scores_chance(task):
     majority = np.bincount(data.train.targets).argmax()
     accuracy = np.mean(data.test.targets == majority)
     p = data.meta.chance_accuracy
-    assert p == pytest.approx(1.0 / data.meta.num_classes)
+    if task != "tracking":  # every other task's answer is uniform over its classes
+        assert p == pytest.approx(1.0 / data.meta.num_classes)
     # four standard errors of a 4000-sample proportion, plus the bias of picking the max class
     assert abs(accuracy - p) < 4 * np.sqrt(p * (1 - p) / 4000) + 0.01
 
@@ -188,6 +189,7 @@ def test_unknown_option_lists_valid_options(task):
         ("nth_farthest", {"K": 2.5}),
         ("sorting", {"items": 1}),
         ("tracking", {"places": 1}),
+        ("tracking", {"wrap": "no"}),
         ("pair_matching", {"pairs": 7, "tokens": 6}),
         ("babi_synthetic", {"facts": 4}),
         ("babi_synthetic", {"facts": ()}),
@@ -363,10 +365,14 @@ def test_sorting_sizes():
     assert (meta.seq_len, meta.input_size, meta.num_classes) == (8, 16, 7)
 
 
-def test_tracking_matches_replay():
-    data = tasks.generate_reasoning_data("tracking", 400, 10, seed=1, objects=3, places=5, moves=7)
+@pytest.mark.parametrize("wrap", [False, True])
+def test_tracking_matches_replay(wrap):
+    data = tasks.generate_reasoning_data(
+        "tracking", 400, 10, seed=1, objects=3, places=5, moves=7, wrap=wrap
+    )
     lay = data.meta.extra["layout"]
     j, p = 3, 5
+    wrapped = 0
     for i in range(400):
         row = data.train.inputs[i]
         position = {}
@@ -378,10 +384,35 @@ def test_tracking_matches_replay():
             assert hot(row[s], lay, "place") == -1
             who = hot(row[s], lay, "object")
             way = hot(row[s], lay, "direction")
-            position[who] = (position[who] + (1 if way == 1 else -1)) % p
+            moved = position[who] + (1 if way == 1 else -1)
+            if not wrap:
+                assert 0 <= moved < p, "on a line a shown step never leaves the line"
+            wrapped += not 0 <= moved < p
+            position[who] = moved % p
         assert hot(row[-1], lay, "query") == 0
         asked = hot(row[-1], lay, "object")
         assert data.train.targets[i] == position[asked]
+    assert (wrapped > 0) == wrap
+
+
+@pytest.mark.parametrize("options", [{}, {"hard": True}, {"wrap": True}, {"objects": 1}])
+def test_tracking_answer_distribution_is_exact(options):
+    meta = tasks.task_meta("tracking", **options)
+    expected = meta.extra["answer_distribution"]
+    assert expected.sum() == pytest.approx(1.0)
+    assert meta.chance_accuracy == pytest.approx(expected.max())
+    targets = tasks.sample_split("tracking", 40000, 3, **options).targets
+    observed = np.bincount(targets, minlength=meta.num_classes) / targets.size
+    # four standard errors of a proportion over 40,000 samples
+    np.testing.assert_allclose(observed, expected, atol=4 * np.sqrt(0.25 / 40000))
+
+
+def test_tracking_chance_by_hand():
+    # one object, one move on a line of 3: from an end it must go to the middle, from the
+    # middle it goes to either end, so P(middle) = 2/3 and P(each end) = 1/6.
+    meta = tasks.task_meta("tracking", objects=1, places=3, moves=1)
+    np.testing.assert_allclose(meta.extra["answer_distribution"], [1 / 6, 2 / 3, 1 / 6])
+    assert meta.chance_accuracy == pytest.approx(2 / 3)
 
 
 def test_pair_matching_matches_lookup():

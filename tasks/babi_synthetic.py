@@ -194,11 +194,15 @@ def _answerable(
         redo = np.nonzero(~question["ok"])[0]
         if redo.size == 0:
             return world, question
-        new_world = _simulate(redo.size, steps, rng, *sizes)
+        # NOTE: draw twice as many candidates as are missing (plus a few) so that rare questions
+        # need few rounds; the first answerable ones fill the gaps in order.
+        new_world = _simulate(2 * redo.size + 8, steps, rng, *sizes)
         new_question = _ask(facts, new_world, rng)
+        good = np.nonzero(new_question["ok"])[0][: redo.size]
+        redo = redo[: good.size]
         for part, new_part in ((world, new_world), (question, new_question)):
             for key in part:
-                part[key][redo] = new_part[key]
+                part[key][redo] = new_part[key][good]
     raise RuntimeError(
         f"babi_synthetic: could not draw stories posing a {facts}-fact question in "
         f"{MAX_REDRAWS} rounds with options {opts}; allow more distractors or people/objects"

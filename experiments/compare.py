@@ -39,8 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m experiments.compare",
         description=(
-            "Train an LSTM and the relational memory core (RMC) of Santoro et al. (2018) "
-            "with matched budgets on Nth-farthest, sorting, tracking, pair matching, "
+            "Train an LSTM and the relational memory core (RMC) of Santoro et al. (2018)\n"
+            "with matched budgets on Nth-farthest, sorting, tracking, pair matching,\n"
             "bAbI-style and real bAbI question answering; write figures and a report."
         ),
         epilog=EPILOG,
@@ -83,9 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--babi-dir",
         default=None,
-        help=f"directory of the bAbI qa*_train.txt/qa*_test.txt files (default "
-        f"{DEFAULT_BABI} when present); without it the real bAbI tasks are "
-        "skipped with a message",
+        help="directory of the bAbI qa*_train.txt/qa*_test.txt files (default "
+        "../shared/data/babi/en next to the repository, when present); without it the real "
+        "bAbI tasks are skipped with a message",
     )
     p.add_argument(
         "--threads", type=int, default=1, help="BLAS threads per worker process (default 1)"

@@ -536,12 +536,12 @@ def _relative(obj, out: Path):
 
 
 def _table_lines(tasks_out: dict) -> list[str]:
-    lines = [f"{'task':22s} {'model':6s} {'test acc':>9s} {'chance':>7s} {'params':>8s}"]
+    lines = [f"{'task':22s} {'model':9s} {'test acc':>9s} {'chance':>7s} {'params':>8s}"]
     for key, task in tasks_out.items():
         for kind, model in task["models"].items():
             acc = model["test_acc"]["mean"]
             lines.append(
-                f"{key:22s} {MODEL_SHORT[kind]:6s} {acc:9.3f} {task['chance']:7.3f} "
+                f"{key:22s} {MODEL_SHORT[kind]:9s} {acc:9.3f} {task['chance']:7.3f} "
                 f"{model['params']:8d}"
             )
     return lines

@@ -335,7 +335,7 @@ def plot_gradient_flow(
 
     flows: {model key: {"label", "short", "input" (T, B), "state" (T, B), optional "slots"
     (T, B, N)}}. Panels: |dL/dx_t| and |dL/dS_t| against t (median and quartiles over
-    examples), then each relational memory's per-slot |dL/dM_t[slot]| (mean over examples).
+    examples), then each relational memory's per-slot |dL/dM_t[slot]| (median over examples).
     """
     with_slots = [k for k, f in flows.items() if "slots" in f]
     cols = 2 + len(with_slots)
@@ -364,12 +364,12 @@ def plot_gradient_flow(
     )
     axes[0, 0].legend(fontsize=8)
     for ax, key in zip(axes[0, 2:], with_slots):
-        slots = np.asarray(flows[key]["slots"]).mean(axis=1)  # (T, N)
+        slots = np.median(np.asarray(flows[key]["slots"]), axis=1)  # (T, N)
         im = ax.imshow(slots.T, aspect="auto", origin="lower", cmap="viridis")
         ax.set(
             xlabel="time step t",
             ylabel="memory slot",
-            title=f"{flows[key].get('short', key)}: |dL/dM_t[slot]| (mean)",
+            title=f"{flows[key].get('short', key)}: |dL/dM_t[slot]| (median)",
         )
         ax.set_yticks(range(slots.shape[1]))
         fig.colorbar(im, ax=ax)

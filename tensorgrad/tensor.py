@@ -5,6 +5,10 @@ parents and a `backward(g)` closure that maps the output's gradient to one gradi
 `Tensor.backward` sorts the graph iteratively, runs those closures in reverse order, undoes
 broadcasting in one place (`_unbroadcast`), accumulates gradients of reused tensors, and frees the
 graph afterwards unless asked to keep it.
+
+Two kinds of gradient are summed lazily: a weight's per-step products aᵀ g (`OuterSum`, made by
+`outer_grad`) become one matrix product over all steps, and the gradients of slices of one array
+(`SliceGrad`, made by getitem) are written into one array instead of adding full-size zeros.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def quick_plan() -> list[TaskPlan]:
             label="Tracking, 2 objects on a ring of 4, 4 moves",
             short="tracking",
             task="tracking",
-            options={"objects": 2, "places": 4, "moves": 4},
+            options={"objects": 2, "places": 4, "moves": 4, "wrap": True},
             steps=1500,
             hard={"moves": 8},
             hard_label="8 moves",

@@ -95,7 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=f"configs: {', '.join(CONFIGS)}; models: {', '.join(MODELS)}",
     )
     p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: the env's)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument(
+        "--dtype", choices=("float32", "float64"), default="float32", help="(default float32)"
+    )
     p.add_argument("--batch", "--batch-size", type=int, default=None, help="override batch size")
     p.add_argument(
         "--steps", "--repeats", type=int, default=None, help="timed steps (default 30; quick 3)"
@@ -108,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="steps over which memory is traced (default 100; quick 3; 0 skips)",
     )
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configs")
-    p.add_argument("--models", default="rmc,lstm", help="comma-separated models (rmc,lstm)")
+    p.add_argument("--models", default="rmc,lstm", help="comma-separated models (default rmc,lstm)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and data (default 0)")
     p.add_argument("--quick", action="store_true", help="a few steps of each: a smoke run")
     p.add_argument("--json", default=None, help="write every number to this JSON file")

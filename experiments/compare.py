@@ -11,6 +11,7 @@ metrics.jsonl (one line per evaluation of every run), figures/ (PNG and SVG), ch
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -126,7 +127,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.step_count = None if text.endswith("x") else int(text)
         except ValueError:
             p.error(f"--steps must be an integer or a factor like 0.5x, got {args.steps!r}")
-        if (args.step_factor or 1) <= 0 or (args.step_count is not None and args.step_count < 1):
+        factor = args.step_factor
+        factor_ok = factor is None or (math.isfinite(factor) and factor > 0)
+        if not factor_ok or (args.step_count is not None and args.step_count < 1):
             p.error(f"--steps must be positive, got {args.steps!r}")
     else:
         args.step_factor = args.step_count = None

@@ -249,6 +249,7 @@ def run_job(job: dict, log=_print) -> dict:
         "model": kind,
         "seed": seed,
         "n_train": job.get("n_train"),
+        "plan": job["plan"],
         "status": res.status,
         "message": res.message,
         **info,

@@ -389,10 +389,24 @@ def run_study(args) -> int:
     if babi_note:
         say(babi_note)
         plans = [p for p in plans if babi_task_id(p) is None]
+    ours = (out / "results.json").exists() or (out / "jobs").is_dir()
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out {out} is a file, not a directory")
+    if not args.resume and out.is_dir() and any(out.iterdir()) and not ours:
+        raise SystemExit(
+            f"--out {out} is not empty and holds no earlier run of this study; its "
+            f"{', '.join(GENERATED)} folders would be replaced. Choose a new or empty directory."
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("", encoding="utf-8")
+        probe.unlink()
+    except OSError as exc:
+        raise SystemExit(f"--out {out} is not a writable directory ({exc.strerror})") from None
     if not args.resume:
         for sub in GENERATED:
             shutil.rmtree(out / sub, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
     workers = args.workers or max(1, min(2, os.cpu_count() or 1))
 
     jobs = [
@@ -413,7 +427,9 @@ def run_study(args) -> int:
         for job in jobs:
             path = out / "jobs" / f"{job_name(job)}.json"
             if path.exists():
-                done[job_name(job)] = json.loads(path.read_text(encoding="utf-8"))
+                result = json.loads(path.read_text(encoding="utf-8"))
+                if result.get("plan") == job["plan"]:  # a changed budget trains again
+                    done[job_name(job)] = result
     pending = [j for j in jobs if job_name(j) not in done]
     pending.sort(key=lambda j: -job_cost(j, seq[j["plan"]["key"]]))
     say(

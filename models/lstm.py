@@ -142,7 +142,7 @@ def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, weight: Tensor, bias: Tenso
     # dz_g = dc i (1 - g²); then dc_prev = dc f and dh_prev = Wh dz. dW = Σ [x; h_prev] dzᵀ.
     def backward(gout):
         gh = gout[:, :steps].transpose(1, 2, 0)  # (T, H, B)
-        dc = np.ascontiguousarray(gout[:, steps].T)  # (H, B)
+        dc = gout[:, steps].T.copy()  # (H, B), a private copy: updated in place below
         dz = np.empty_like(acts)  # (T, 4H, B)
         tmp = np.empty((n, b), dtype=dt)
         dh_next = None

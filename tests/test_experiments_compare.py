@@ -1,6 +1,7 @@
 """The main job end to end (--tiny), its options, matched budgets and reproducibility."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,8 @@ def test_tiny_run_learns_and_writes_everything(tiny_run):
         "gradient_flow_nth_farthest_k2",
         "memory_pair_matching",
     ):
+        if stem == "rmc_step_graph" and shutil.which("dot") is None:
+            continue  # without graphviz the step graph is written as DOT text only
         assert (out / "figures" / f"{stem}.png").exists(), stem
         assert (out / "figures" / f"{stem}.svg").exists(), stem
     assert (out / "figures" / "rmc_step_graph.dot").read_text().startswith("digraph")

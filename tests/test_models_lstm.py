@@ -134,3 +134,15 @@ def test_errors():
     with pytest.raises(ValueError, match=r"h \(2, 4\), c \(1, 4\)"):
         lstm.cell.step(Tensor(np.ones((2, 3), np.float32)),
                        (Tensor(np.zeros((2, 4))), Tensor(np.zeros((1, 4)))))  # fmt: skip
+
+
+def test_sequence_backward_at_batch_one_leaves_the_incoming_gradient_alone():
+    # At B=1 a transpose of the incoming gradient is already contiguous; the backward must not
+    # update it in place (it may be shared with another consumer of the same output).
+    lstm = LSTM(3, 4, dtype=np.float64, rng=0)
+    x = Tensor(np.random.default_rng(0).standard_normal((1, 5, 3)))
+    seq = lstm.cell.run_sequence(x)
+    g = np.random.default_rng(1).standard_normal(seq.shape)
+    before = g.copy()
+    seq.backward(grad=g)
+    np.testing.assert_array_equal(g, before)

@@ -490,6 +490,10 @@ def main(argv: list[str] | None = None) -> int:
     how = set_threads(args.threads)
     import numpy as np
 
+    import tensorgrad
+
+    tensorgrad.keep_freed_memory()  # as a training process does (see experiments.training.fit)
+
     if how == "failed":
         print(
             f"bench: warning: NumPy was loaded before --threads {args.threads} could apply "

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from tensorgrad import Tensor, checkpoint, cross_entropy, no_grad
+from tensorgrad import Tensor, checkpoint, cross_entropy, keep_freed_memory, no_grad
 from tensorgrad.nn import Module
 from tensorgrad.optim import LRSchedule, Optimizer, clip_grad_norm
 
@@ -344,6 +344,7 @@ def fit(
     `metrics_path` and sends one compact line to `log`. `progress` shows a tqdm bar (default:
     only when stderr is a terminal).
     """
+    keep_freed_memory()  # steps reuse the same arrays; see tensorgrad.keep_freed_memory
     if (train is None) == (batch_sampler is None):
         raise ValueError("fit needs exactly one of train= (a dataset) or batch_sampler=")
     if steps < 1 or batch_size < 1 or eval_every < 1:

@@ -12,7 +12,7 @@ from . import ops as _ops  # noqa: F401  (attaches the operators and methods to 
 from .functional import cross_entropy, dropout, layer_norm, log_softmax, softmax
 from .gradcheck import GradcheckError, gradcheck
 from .ops import concat, maximum, split, stack, where
-from .tensor import Tensor, is_grad_enabled, no_grad, record
+from .tensor import Tensor, is_grad_enabled, keep_freed_memory, no_grad, record
 
 __all__ = [
     "checkpoint",
@@ -23,6 +23,7 @@ __all__ = [
     "record",
     "no_grad",
     "is_grad_enabled",
+    "keep_freed_memory",
     "concat",
     "stack",
     "split",

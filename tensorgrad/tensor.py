@@ -27,14 +27,16 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _grad_enabled = True
 
 
-def _keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed arrays for reuse; True when the setting took.
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed arrays for reuse (process-wide); True when it took.
 
     A training step allocates and frees the same arrays every time. By default glibc serves
     arrays above 128 KiB with fresh mmaps and returns a freed heap top to the kernel, so every
     step faults its pages in anew (in the paper-width RMC about a third of the step's time).
     Arrays up to 32 MiB now come from the heap, which is no longer trimmed: a process keeps the
-    peak of its step, and memory stays flat from step to step. TENSORGRAD_KEEP_MEMORY=0 skips it.
+    peak of its step, and memory stays flat from step to step. It is a choice for a training
+    process, so importing tensorgrad does not make it: `experiments.training.fit` and the
+    benchmark call this. TENSORGRAD_KEEP_MEMORY=0 turns it into a no-op.
     """
     if os.environ.get("TENSORGRAD_KEEP_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
         return False
@@ -47,9 +49,6 @@ def _keep_freed_memory() -> bool:
     trim = mallopt(m_trim_threshold, 2**30)
     mmap = mallopt(m_mmap_threshold, 32 * 2**20)
     return bool(trim and mmap)
-
-
-_keep_freed_memory()
 
 
 def is_grad_enabled() -> bool:

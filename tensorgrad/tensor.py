@@ -322,6 +322,7 @@ def _add(prev, pg, owned: set[int]):
         prev += pg
         return prev
     total = prev + pg
+    owned.discard(id(prev))  # prev is dropped here; its id may be reused by another array
     owned.add(id(total))
     return total
 

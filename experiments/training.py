@@ -79,7 +79,25 @@ class EvalResult(NamedTuple):
     count: int
 
 
-def _arrays(data: Data) -> tuple[np.ndarray, np.ndarray]:
+def _nonfinite_inputs(inputs: np.ndarray, split: str, step: int | None = None) -> str | None:
+    """Message naming `split` and the first example of inputs (N, ...) with a NaN/inf, or None."""
+    if inputs.dtype.kind not in "fc" or inputs.ndim == 0 or inputs.size == 0:
+        return None
+    finite = np.isfinite(inputs).all(axis=tuple(range(1, inputs.ndim)))
+    if finite.all():
+        return None
+    at = f" at step {step}" if step is not None else ""
+    return (
+        f"{split} inputs hold a NaN or infinite value in example {int(np.argmin(finite))}{at} "
+        f"(inputs {inputs.shape})"
+    )
+
+
+class _BadInputError(ValueError):
+    """A batch holds NaN/inf inputs; kept apart from other errors so `fit` does not wrap it."""
+
+
+def _arrays(data: Data, split: str = "data") -> tuple[np.ndarray, np.ndarray]:
     if isinstance(data, tuple):
         inputs, targets = data
     else:
@@ -90,6 +108,9 @@ def _arrays(data: Data) -> tuple[np.ndarray, np.ndarray]:
             f"data must be inputs (N, T, D) with targets (N,) or (N, T), got inputs "
             f"{inputs.shape} and targets {targets.shape}"
         )
+    bad = _nonfinite_inputs(inputs, split)
+    if bad is not None:
+        raise ValueError(bad)
     return inputs, targets
 
 
@@ -111,9 +132,13 @@ def _step(
     optimizer: Optimizer,
     clip_norm: float | None,
     named: list[tuple[str, Any]],
+    step: int | None = None,
 ) -> tuple[float, float, int, int]:
     """One update; returns (loss, grad norm before clipping, correct, scored targets)."""
     inputs, targets = batch
+    bad = _nonfinite_inputs(np.asarray(inputs), "batch", step)
+    if bad is not None:
+        raise _BadInputError(bad)
     model.train()
     optimizer.zero_grad()
     logits = model(inputs)
@@ -143,10 +168,14 @@ def train_step(
     """One optimiser update on batch (inputs (B, T, D), targets (B,)) -> (loss, grad norm).
 
     The gradient norm is the global L2 norm before clipping to `clip_norm` (None: no clipping).
-    Raises NonFiniteError naming the loss, or the parameter whose gradient or value went
+    Raises ValueError when the inputs hold a NaN or inf (naming the first bad example), and
+    NonFiniteError naming the loss, or the parameter whose gradient or value went
     non-finite; a non-finite gradient is detected before the update, so the weights stay good.
     """
-    loss, norm, _, _ = _step(model, batch, optimizer, clip_norm, model.named_parameters())
+    try:
+        loss, norm, _, _ = _step(model, batch, optimizer, clip_norm, model.named_parameters())
+    except _BadInputError as exc:
+        raise ValueError(str(exc)) from None
     return loss, norm
 
 
@@ -169,9 +198,10 @@ def predict(model: Module, inputs: np.ndarray, batch_size: int = 512) -> np.ndar
 def evaluate(model: Module, data: Data, batch_size: int = 512) -> EvalResult:
     """Mean cross-entropy and accuracy of `model` over `data` (inputs (N, T, D), targets (N,)).
 
-    Runs under no_grad in eval mode (the previous mode is restored afterwards).
+    Runs under no_grad in eval mode (the previous mode is restored afterwards). Inputs holding
+    a NaN or inf raise ValueError naming the first bad example.
     """
-    inputs, targets = _arrays(data)
+    inputs, targets = _arrays(data, "data")
     if len(inputs) == 0:
         raise ValueError("evaluate on an empty dataset")
     logits = predict(model, inputs, batch_size)
@@ -347,16 +377,12 @@ def fit(
     keep_freed_memory()  # steps reuse the same arrays; see tensorgrad.keep_freed_memory
     if (train is None) == (batch_sampler is None):
         raise ValueError("fit needs exactly one of train= (a dataset) or batch_sampler=")
-    if steps < 1 or batch_size < 1 or eval_every < 1:
-        raise ValueError(
-            f"steps, batch_size and eval_every must be >= 1, got {steps}, {batch_size}, "
-            f"{eval_every}"
-        )
+    _check_fit_options(steps, batch_size, eval_every, patience, target_accuracy, clip_norm)
     if schedule is not None and schedule.optimizer is not optimizer:
         raise ValueError("the schedule must wrap the optimiser passed to fit")
-    val_arrays = _arrays(val)
+    val_arrays = _arrays(val, "val")
     if train is not None:
-        inputs, targets = _arrays(train)
+        inputs, targets = _arrays(train, "train")
         if len(inputs) < batch_size:
             raise ValueError(f"train set of {len(inputs)} examples < batch_size {batch_size}")
         batches: _EpochBatches | _FreshBatches = _EpochBatches(inputs, targets, seed)
@@ -489,7 +515,7 @@ def fit(
         while step < steps:
             batch = batches.next(batch_size)
             try:
-                loss, norm, c, n = _step(model, batch, optimizer, clip_norm, named)
+                loss, norm, c, n = _step(model, batch, optimizer, clip_norm, named, step + 1)
             except NonFiniteError as exc:
                 exc.step = step + 1
                 status, error = "nonfinite", exc
@@ -523,6 +549,9 @@ def fit(
         status, error = "interrupted", exc
         message = f"interrupted at step {step}; {where_to_resume()}; resume=True continues it"
         emit(prefix + message)
+    except _BadInputError as exc:
+        bar.close()
+        raise ValueError(f"{prefix}{exc}; {where_to_resume()}") from None
     except Exception as exc:
         bar.close()
         raise TrainingError(
@@ -548,6 +577,39 @@ def fit(
         last_checkpoint=last_good[0],
         error=error,
     )
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
+
+
+def _check_fit_options(
+    steps: Any,
+    batch_size: Any,
+    eval_every: Any,
+    patience: Any,
+    target_accuracy: Any,
+    clip_norm: Any,
+) -> None:
+    """Raise ValueError naming the first `fit` option outside its allowed range."""
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
+        if not _is_count(value):
+            raise ValueError(f"fit: {name} must be an integer >= 1, got {value!r}")
+    if patience is not None and not _is_count(patience):
+        raise ValueError(f"fit: patience must be an integer >= 1 or None, got {patience!r}")
+    if target_accuracy is not None and not (
+        isinstance(target_accuracy, int | float | np.number)
+        and not isinstance(target_accuracy, bool)
+        and 0 < target_accuracy <= 1
+    ):
+        raise ValueError(f"fit: target_accuracy must be in (0, 1] or None, got {target_accuracy!r}")
+    if clip_norm is not None and not (
+        isinstance(clip_norm, int | float | np.number)
+        and not isinstance(clip_norm, bool)
+        and math.isfinite(clip_norm)
+        and clip_norm > 0
+    ):
+        raise ValueError(f"fit: clip_norm must be a finite number > 0 or None, got {clip_norm!r}")
 
 
 def _weights_of(path: Path, model: Module) -> dict[str, np.ndarray]:

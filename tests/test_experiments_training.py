@@ -196,6 +196,75 @@ def test_fit_rejects_two_data_sources():
         )
 
 
+@pytest.mark.parametrize("split", ["train", "val"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_fit_rejects_nonfinite_inputs_before_training(split, bad):
+    model = small_model()
+    opt = Adam(model.parameters())
+    data = {s: easy_batch(64, np.random.default_rng(i)) for i, s in enumerate(("train", "val"))}
+    data[split][0][5, 2, 1] = bad
+    data[split][0][9, 0, 0] = bad
+    with pytest.raises(ValueError, match=f"^{split} inputs .*example 5 "):
+        fit(model, opt, train=data["train"], val=data["val"], steps=5, batch_size=8)
+    assert opt.step_count == 0
+
+
+def test_fit_names_the_step_of_a_sampled_batch_holding_nan():
+    model = small_model()
+    opt = Adam(model.parameters())
+
+    def sampler(batch_size, gen):
+        x, y = easy_sampler(batch_size, gen)
+        if opt.step_count == 3:
+            x[2, 0, 0] = np.nan
+        return x, y
+
+    val = easy_batch(32, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="batch inputs .*example 2 at step 4") as info:
+        fit(model, opt, batch_sampler=sampler, val=val, steps=10, batch_size=8, eval_every=2)
+    assert "non-finite loss" not in str(info.value)
+    assert opt.step_count == 3
+    with pytest.raises(ValueError, match="batch inputs .*example 2"):
+        train_step(model, sampler(8, np.random.default_rng(0)), opt)
+
+
+def test_evaluate_rejects_nonfinite_inputs():
+    x, y = easy_batch(16, np.random.default_rng(0))
+    x[7, 3, 2] = np.nan
+    with pytest.raises(ValueError, match="example 7"):
+        evaluate(small_model(), (x, y))
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("steps", 0),
+        ("steps", 2.5),
+        ("steps", True),
+        ("batch_size", 0),
+        ("batch_size", 8.0),
+        ("eval_every", 0),
+        ("eval_every", 1.5),
+        ("patience", 0),
+        ("patience", 2.0),
+        ("target_accuracy", 0.0),
+        ("target_accuracy", 2.0),
+        ("target_accuracy", math.nan),
+        ("clip_norm", 0.0),
+        ("clip_norm", -1.0),
+        ("clip_norm", math.inf),
+    ],
+)
+def test_fit_rejects_bad_options_up_front(option, value):
+    model = small_model()
+    opt = Adam(model.parameters())
+    kwargs = {"steps": 5, "batch_size": 8, "eval_every": 5, option: value}
+    data = easy_batch(32, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=f"fit: {option} must be .*got {value!r}"):
+        fit(model, opt, train=data, val=data, **kwargs)
+    assert opt.step_count == 0
+
+
 # ------------------------------------------------------------------------------ resume
 
 
@@ -380,10 +449,9 @@ def test_a_nan_loss_is_named(tmp_path):
     opt = Adam(model.parameters(), lr=1e-3)
 
     def sampler(batch_size, gen):
-        x, y = easy_sampler(batch_size, gen)
         if opt.step_count == 3:
-            x[0, 0, 0] = np.nan
-        return x, y
+            model.head.layers[-1].bias.data[0] = np.nan  # the next forward pass yields NaN
+        return easy_sampler(batch_size, gen)
 
     res = fit(
         model,

@@ -49,6 +49,8 @@ def layer_norm(
     x (..., F); weight and bias (F,) or None. eps sits inside the square root, so a constant row
     has a finite gradient.
     """
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"layer_norm needs at least one feature on the last axis, got x {x.shape}")
     features = x.shape[-1]
     for label, p in (("weight", weight), ("bias", bias)):
         if p is not None and p.shape != (features,):
@@ -103,6 +105,8 @@ def cross_entropy(logits: Tensor, targets) -> Tensor:
     Computed from log-softmax, never from a probability, so it stays exact where a probability
     underflows to 0.
     """
+    if logits.ndim == 0:
+        raise ValueError("cross_entropy: logits must have a class axis (..., C), got a 0-d tensor")
     t = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
     if t.dtype.kind not in "iu":
         if t.dtype.kind == "f" and np.all(t == np.round(t)):

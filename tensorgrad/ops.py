@@ -232,7 +232,12 @@ def maximum(a: Tensor, b: Tensor) -> Tensor:
 
 def where(cond, a: Tensor, b: Tensor) -> Tensor:
     """Elementwise `a` where `cond` is true, else `b` (cond: boolean array, not differentiated)."""
-    cond = np.asarray(cond.data if isinstance(cond, Tensor) else cond).astype(bool, copy=False)
+    cond = np.asarray(cond.data if isinstance(cond, Tensor) else cond)
+    if cond.dtype != bool:
+        raise TypeError(
+            f"where: condition must be a boolean array, got dtype {cond.dtype} "
+            "(compare first, e.g. x.data > 0)"
+        )
     a, b = _pair(a, b)
 
     def backward(g):
@@ -246,7 +251,7 @@ def where(cond, a: Tensor, b: Tensor) -> Tensor:
 
 def sum(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Sum over `axis` (None = all; int or tuple; negative allowed)."""
-    axis = _norm_axis(axis, a.ndim)
+    axis = _norm_axis(axis, a.ndim, "sum")
 
     def backward(g):
         if not keepdims:
@@ -258,7 +263,7 @@ def sum(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
 
 def mean(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     """Mean over `axis` (None = all; int or tuple; negative allowed)."""
-    axis = _norm_axis(axis, a.ndim)
+    axis = _norm_axis(axis, a.ndim, "mean")
     count = int(np.prod([a.shape[i] for i in axis]))
 
     def backward(g):
@@ -270,7 +275,7 @@ def mean(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
 
 
 def _extremum(a: Tensor, axis, keepdims: bool, fn, op: str) -> Tensor:
-    axis = _norm_axis(axis, a.ndim)
+    axis = _norm_axis(axis, a.ndim, op)
     if a.size == 0:
         raise ValueError(f"{op}() of an empty tensor of shape {a.shape}")
     kept = fn(a.data, axis=axis, keepdims=True)
@@ -353,13 +358,18 @@ def broadcast_to(a: Tensor, shape: Sequence[int]) -> Tensor:
 
 
 def getitem(a: Tensor, index) -> Tensor:
-    """Index like NumPy: slices, ints, None, Ellipsis, integer or boolean arrays."""
+    """Index like NumPy: slices, ints, None, Ellipsis, integer or boolean arrays.
+
+    A Tensor index must hold whole numbers (its float values are read as integer positions).
+    Boolean masks must be ndarrays: a Tensor stores floats, so a mask in one would be read as
+    positions 0 and 1.
+    """
     if isinstance(index, Tensor):
-        index = index.data.astype(np.intp)
+        index = _positions(index)
     elif isinstance(index, np.ndarray) and index.dtype == bool:
         index = np.nonzero(index)
     elif isinstance(index, tuple):
-        index = tuple(i.data.astype(np.intp) if isinstance(i, Tensor) else i for i in index)
+        index = tuple(_positions(i) if isinstance(i, Tensor) else i for i in index)
     out = a.data[index]
     basic = _is_basic_index(index)
 
@@ -406,6 +416,7 @@ def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
 
 def split(a: Tensor, indices_or_sections, axis: int = 0) -> list[Tensor]:
     """Split along `axis` into equal sections or at the given indices, as np.split."""
+    (axis,) = _norm_axis(axis, a.ndim, "split")
     n = a.shape[axis]
     if isinstance(indices_or_sections, int):
         if indices_or_sections <= 0 or n % indices_or_sections:
@@ -435,14 +446,33 @@ def _many(tensors, op: str) -> list[Tensor]:
     return [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
 
 
-def _norm_axis(axis, ndim: int) -> tuple[int, ...]:
+def _positions(index: Tensor) -> np.ndarray:
+    """The whole-number values of a Tensor index as an intp array, or IndexError."""
+    values = index.data
+    whole = np.isfinite(values) & (values == np.round(values))
+    if not whole.all():
+        raise IndexError(
+            f"index tensor holds non-integer value {values[~whole].flat[0]}; index with whole "
+            "numbers, or pass a boolean mask as an ndarray"
+        )
+    return values.astype(np.intp)
+
+
+def _norm_axis(axis, ndim: int, op: str = "reduction") -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if isinstance(axis, (int, np.integer)):
+        axes = (axis,)
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    else:
+        raise TypeError(f"{op}: axis must be an int, a tuple of ints or None, got {axis!r}")
     out = []
     for ax in axes:
+        if not isinstance(ax, (int, np.integer)) or isinstance(ax, bool):
+            raise TypeError(f"{op}: axis must be an int, a tuple of ints or None, got {axis!r}")
         if not -ndim <= ax < ndim:
-            raise ValueError(f"axis {ax} is out of range for a tensor with {ndim} dimensions")
+            raise ValueError(f"{op}: axis {ax} is out of range for a tensor with {ndim} dimensions")
         out.append(int(ax) % ndim)
     return tuple(out)
 

@@ -145,3 +145,36 @@ def test_shape_errors_name_the_shapes():
         tg.concat([a, b], axis=0)
     with pytest.raises(ValueError, match="axis 2"):
         a.sum(axis=2)
+
+
+def test_a_tensor_index_must_hold_whole_numbers():
+    a = Tensor(np.arange(12.0).reshape(3, 4), requires_grad=True)
+    np.testing.assert_array_equal(a[Tensor(np.array([2.0, 0.0]))].data, a.data[[2, 0]])
+    with pytest.raises(IndexError, match="non-integer value 1.7"):
+        a[Tensor(np.array([1.7]))]
+    with pytest.raises(IndexError, match="non-integer value nan"):
+        a[:, Tensor(np.array([0.0, np.nan]))]
+    mask = np.array([True, False, True])  # a boolean mask works as an ndarray
+    np.testing.assert_array_equal(a[mask].data, a.data[[0, 2]])
+
+
+def test_small_op_argument_errors_name_the_argument():
+    a = Tensor(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="split: axis 5 is out of range"):
+        tg.split(a, 3, axis=5)
+    assert [p.shape for p in tg.split(a, 3, axis=-1)] == [(2, 1)] * 3
+    with pytest.raises(TypeError, match="sum: axis must be an int.*got 1.0"):
+        a.sum(axis=1.0)
+    with pytest.raises(TypeError, match=r"mean: axis must be an int.*got \(0, 1.5\)"):
+        a.mean(axis=(0, 1.5))
+    with pytest.raises(ValueError, match="0-d"):
+        tg.cross_entropy(Tensor(np.float64(1.0)), 0)
+    with pytest.raises(ValueError, match=r"layer_norm.*\(2, 0\)"):
+        tg.layer_norm(Tensor(np.ones((2, 0))))
+    with pytest.raises(ValueError, match=r"layer_norm.*\(\)"):
+        tg.layer_norm(Tensor(np.float64(1.0)))
+    with pytest.raises(TypeError, match="where: condition must be a boolean array.*float64"):
+        tg.where(np.array([0.5, 0.0, 1.0]), a, a)
+    np.testing.assert_array_equal(
+        tg.where(np.array([True, False, True]), a, a * 0).data, [[1, 0, 1]] * 2
+    )

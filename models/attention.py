@@ -20,6 +20,8 @@ from tensorgrad.nn import Linear, Module
 
 
 def _check_heads(features: int, num_heads: int, what: str) -> int:
+    if isinstance(num_heads, bool) or not isinstance(num_heads, (int, np.integer)):
+        raise ValueError(f"{what}: num_heads must be an int >= 1, got {num_heads!r}")
     if num_heads < 1:
         raise ValueError(f"{what}: num_heads must be >= 1, got {num_heads}")
     if features % num_heads:
@@ -245,6 +247,8 @@ class MultiHeadAttention(Module):
         rng: np.random.Generator | int | None = None,
     ):
         super().__init__()
+        if isinstance(d_model, bool) or not isinstance(d_model, (int, np.integer)) or d_model < 1:
+            raise ValueError(f"MultiHeadAttention: d_model must be an int >= 1, got {d_model!r}")
         self.head_size = _check_heads(d_model, num_heads, "MultiHeadAttention")
         self.d_model = d_model
         self.num_heads = num_heads

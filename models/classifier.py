@@ -62,6 +62,10 @@ class SequenceClassifier(Module):
     def forward(self, x) -> Tensor:
         """x (B, T, D) -> logits (B, num_classes), or (B, T, num_classes) when per_step."""
         x = as_input(x, self.dtype, 3, "SequenceClassifier")
+        if x.shape[1] == 0:
+            raise ValueError(
+                f"SequenceClassifier: needs at least one time step, got input shape {x.shape}"
+            )
         run = getattr(self.core, "unroll", None)  # a core may run a whole sequence faster
         outputs, _ = run(x) if callable(run) else unroll(self.core, x)
         if self.per_step:

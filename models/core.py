@@ -16,7 +16,10 @@ from tensorgrad.nn import Module
 
 
 def as_input(x, dtype: np.dtype, ndim: int, what: str) -> Tensor:
-    """Return `x` as a Tensor of `dtype` with `ndim` axes; arrays are cast, Tensors must match."""
+    """Return `x` as a Tensor of `dtype` with `ndim` axes; arrays are cast, Tensors must match.
+
+    The first axis is the batch and must not be empty.
+    """
     if isinstance(x, Tensor):
         if x.dtype != dtype:
             raise TypeError(
@@ -27,7 +30,50 @@ def as_input(x, dtype: np.dtype, ndim: int, what: str) -> Tensor:
         x = Tensor(np.asarray(x, dtype=dtype))
     if x.ndim != ndim:
         raise ValueError(f"{what}: expected a {ndim}-D input, got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{what}: needs at least one example, got input shape {x.shape}")
     return x
+
+
+def as_state(value, dtype: np.dtype, shape: tuple[int, ...], what: str) -> Tensor:
+    """Return one part of a recurrent state as a Tensor of `dtype` and `shape`, or raise.
+
+    An ndarray is wrapped as a constant Tensor of the model dtype; a Tensor must already have it.
+    """
+    if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
+        value = Tensor(value.astype(dtype, copy=False))
+    elif not isinstance(value, Tensor):
+        raise TypeError(f"{what}: expected a Tensor of shape {shape}, got {type(value).__name__}")
+    if value.dtype != dtype:
+        raise TypeError(
+            f"{what}: expected dtype {dtype} (the model's), got {value.dtype}; cast it first"
+        )
+    if value.shape != shape:
+        raise ValueError(f"{what}: expected shape {shape}, got {value.shape}")
+    return value
+
+
+def state_parts(state: Any, names: tuple[str, ...], what: str) -> tuple:
+    """Unpack a tuple state into len(names) parts, or raise TypeError naming the layout."""
+    if not isinstance(state, (tuple, list)) or len(state) != len(names):
+        got = f"{len(state)} parts" if isinstance(state, (tuple, list)) else type(state).__name__
+        raise TypeError(f"{what}: state must be a tuple ({', '.join(names)}), got {got}")
+    return tuple(state)
+
+
+def check_size(value: Any, name: str, what: str) -> int:
+    """Return `value` if it is an int >= 1, else raise ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what}: {name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def float_dtype(dtype: Any, what: str) -> np.dtype:
+    """Return `dtype` as np.float32 or np.float64, or raise TypeError (no other is supported)."""
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"{what}: dtype must be float32 or float64, got {dt}")
+    return dt
 
 
 class RecurrentCore(Module):

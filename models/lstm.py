@@ -22,7 +22,15 @@ from tensorgrad import Tensor
 from tensorgrad.nn import Parameter
 
 from ._kernels import concat_linear, make_rng
-from .core import RecurrentCore, as_input, prepare_sequence
+from .core import (
+    RecurrentCore,
+    as_input,
+    as_state,
+    check_size,
+    float_dtype,
+    prepare_sequence,
+    state_parts,
+)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -219,15 +227,12 @@ class LSTMCell(RecurrentCore):
         rng: np.random.Generator | int | None = None,
     ):
         super().__init__()
-        if input_size < 1 or hidden_size < 1:
-            raise ValueError(
-                f"LSTMCell sizes must be >= 1, got input_size={input_size}, "
-                f"hidden_size={hidden_size}"
-            )
+        check_size(input_size, "input_size", "LSTMCell")
+        check_size(hidden_size, "hidden_size", "LSTMCell")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.output_size = hidden_size
-        self.dtype = np.dtype(dtype)
+        self.dtype = float_dtype(dtype, "LSTMCell")
         gen = make_rng(rng)
         bound = 1.0 / np.sqrt(input_size + hidden_size)
         shape = (input_size + hidden_size, 4 * hidden_size)
@@ -243,26 +248,34 @@ class LSTMCell(RecurrentCore):
 
     def step(self, x_t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple]:
         """x_t (B, input_size), (h, c) each (B, H) -> (h', (h', c'))."""
-        h, c = state
-        if x_t.shape[-1] != self.input_size or h.shape != c.shape or h.shape[0] != x_t.shape[0]:
-            raise ValueError(
-                f"LSTMCell({self.input_size}, {self.hidden_size}): got x_t "
-                f"{x_t.shape}, h {h.shape}, c {c.shape}"
-            )
+        b = self._batch_of(x_t)
+        h, c = self._check_state(state, b)
         z = concat_linear(x_t, h, self.weight, self.bias)  # (B, 4H)
         c = lstm_cell(z, c)
         h = lstm_hidden(z, c)
         return h, (h, c)
 
+    def _batch_of(self, x_t: Tensor) -> int:
+        """Check one step's input x_t (B, input_size) with B >= 1; return B."""
+        if not isinstance(x_t, Tensor) or x_t.ndim != 2 or x_t.shape[1] != self.input_size:
+            got = x_t.shape if isinstance(x_t, Tensor) else type(x_t).__name__
+            raise ValueError(f"LSTMCell: x_t must be a Tensor (B, {self.input_size}), got {got}")
+        if x_t.shape[0] == 0:
+            raise ValueError(f"LSTMCell: needs at least one example, got x_t {x_t.shape}")
+        return x_t.shape[0]
+
+    def _check_state(self, state, batch: int) -> tuple[Tensor, Tensor]:
+        """Check (h, c), each (batch, H) of the model dtype; ndarrays are wrapped."""
+        h, c = state_parts(state, ("h", "c"), "LSTMCell")
+        shape = (batch, self.hidden_size)
+        return as_state(h, self.dtype, shape, "LSTMCell state h"), as_state(
+            c, self.dtype, shape, "LSTMCell state c"
+        )
+
     def run_sequence(self, x, state: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """The fused sequence: x (B, T, input_size) -> (B, T + 1, H), rows h_1..h_T then c_T."""
-        x, (h, c) = prepare_sequence(self, x, state)
-        b = x.shape[0]
-        if h.shape != (b, self.hidden_size) or c.shape != h.shape:
-            raise ValueError(
-                f"LSTMCell({self.input_size}, {self.hidden_size}): got x {x.shape}, h "
-                f"{h.shape}, c {c.shape}"
-            )
+        x, state = prepare_sequence(self, x, state)
+        h, c = self._check_state(state, x.shape[0])
         return lstm_sequence(x, h, c, self.weight, self.bias)
 
     def unroll(self, x, state: tuple[Tensor, Tensor] | None = None) -> tuple[list[Tensor], tuple]:
@@ -270,7 +283,8 @@ class LSTMCell(RecurrentCore):
         seq = self.run_sequence(x, state)
         steps = seq.shape[1] - 1
         if steps == 0:
-            return [], prepare_sequence(self, x, state)[1]
+            x, state = prepare_sequence(self, x, state)
+            return [], self._check_state(state, x.shape[0])
         outputs = [seq[:, t] for t in range(steps)]
         return outputs, (outputs[-1], seq[:, steps])
 

@@ -32,7 +32,7 @@ from tensorgrad.tensor import outer_grad
 
 from ._kernels import linear, make_rng, truncated_normal_init
 from .attention import _reference_attention, packed_attention_core
-from .core import RecurrentCore, as_input
+from .core import RecurrentCore, as_input, as_state, float_dtype
 from .lstm import _sigmoid
 
 _GATE_STYLES = ("unit", "memory", None)
@@ -188,7 +188,7 @@ class RelationalMemory(RecurrentCore):
         self.input_bias = float(input_bias)
         self.use_residual = use_residual
         self.output_size = mem_slots * self.mem_size
-        self.dtype = np.dtype(dtype)
+        self.dtype = float_dtype(dtype, "RelationalMemory")
         self.record_attention = False
         self.last_attention: list[np.ndarray] = []
 
@@ -240,12 +240,18 @@ class RelationalMemory(RecurrentCore):
 
     def step(self, x_t: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
         """x_t (B, input_size), memory (B, N, F) -> (output (B, N*F), new memory (B, N, F))."""
-        b = x_t.shape[0]
-        if x_t.shape != (b, self.input_size) or memory.shape != (b, self.mem_slots, self.mem_size):
+        if not isinstance(x_t, Tensor) or x_t.ndim != 2 or x_t.shape[1] != self.input_size:
+            got = x_t.shape if isinstance(x_t, Tensor) else type(x_t).__name__
             raise ValueError(
-                f"RelationalMemory: need input (B, {self.input_size}) and memory (B, "
-                f"{self.mem_slots}, {self.mem_size}); got {x_t.shape} and {memory.shape}"
+                f"RelationalMemory: input must be a Tensor (B, {self.input_size}), got {got}"
             )
+        b = x_t.shape[0]
+        if b == 0:
+            raise ValueError(f"RelationalMemory: needs at least one example, got input {x_t.shape}")
+        if x_t.dtype != self.dtype:
+            raise TypeError(f"RelationalMemory: input dtype {x_t.dtype} != model {self.dtype}")
+        shape = (b, self.mem_slots, self.mem_size)
+        memory = as_state(memory, self.dtype, shape, "RelationalMemory memory")
         x_proj = linear(x_t, self.input_proj.weight, self.input_proj.bias)  # (B, F)
         attended = self._attend_over_memory(append_row(memory, x_proj))  # (B, N + 1, F)
         if self.gate_style is None:

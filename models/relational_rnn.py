@@ -24,7 +24,7 @@ from tensorgrad.nn import Linear
 
 from ._kernels import concat_linear, linear, make_rng
 from .attention import attention_core
-from .core import RecurrentCore, as_input
+from .core import RecurrentCore, as_input, as_state, float_dtype, state_parts
 from .lstm import LSTMCell, _sigmoid, lstm_cell, lstm_hidden
 from .relational_memory import RelationalMemory
 
@@ -78,7 +78,7 @@ class RelationalRNNCell(RecurrentCore):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.output_size = hidden_size
-        self.dtype = np.dtype(dtype)
+        self.dtype = float_dtype(dtype, "RelationalRNNCell")
         self.lstm = LSTMCell(input_size, hidden_size, dtype=dtype, rng=gen)
         self.memory = RelationalMemory(
             hidden_size,
@@ -109,13 +109,20 @@ class RelationalRNNCell(RecurrentCore):
 
     def step(self, x_t: Tensor, state: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, tuple]:
         """x_t (B, input_size), (h, c, M) -> (h' (B, H), (h', c', M'))."""
-        h, c, memory = state
-        b = x_t.shape[0]
-        if x_t.shape != (b, self.input_size) or h.shape != (b, self.hidden_size):
+        if not isinstance(x_t, Tensor) or x_t.ndim != 2 or x_t.shape[1] != self.input_size:
+            got = x_t.shape if isinstance(x_t, Tensor) else type(x_t).__name__
             raise ValueError(
-                f"RelationalRNNCell: need x_t (B, {self.input_size}) and h (B, "
-                f"{self.hidden_size}); got {x_t.shape} and {h.shape}"
+                f"RelationalRNNCell: x_t must be a Tensor (B, {self.input_size}), got {got}"
             )
+        b = x_t.shape[0]
+        if b == 0:
+            raise ValueError(f"RelationalRNNCell: needs at least one example, got x_t {x_t.shape}")
+        h, c, memory = state_parts(state, ("h", "c", "memory"), "RelationalRNNCell")
+        hidden = (b, self.hidden_size)
+        h = as_state(h, self.dtype, hidden, "RelationalRNNCell state h")
+        c = as_state(c, self.dtype, hidden, "RelationalRNNCell state c")
+        mem_shape = (b, self.memory.mem_slots, self.memory.mem_size)
+        memory = as_state(memory, self.dtype, mem_shape, "RelationalRNNCell state memory")
         z = concat_linear(x_t, h, self.lstm.weight, self.lstm.bias)  # (B, 4H)
         c = lstm_cell(z, c)
         u = lstm_hidden(z, c)  # (B, H)

@@ -164,3 +164,13 @@ def test_module_float32_end_to_end():
     tg.cross_entropy(out.reshape(6, 8), np.arange(6) % 8).backward()
     assert out.dtype == np.float32
     assert all(p.grad.dtype == np.float32 for p in mha.parameters())
+
+
+def test_attention_sizes_must_be_integers():
+    with pytest.raises(ValueError, match="num_heads must be an int >= 1, got 2.0"):
+        MultiHeadAttention(4, 2.0)
+    with pytest.raises(ValueError, match="d_model must be an int >= 1, got 4.0"):
+        MultiHeadAttention(4.0, 2)
+    q = leaf((2, 3, 4), 0)
+    with pytest.raises(ValueError, match="num_heads must be an int >= 1, got 2.0"):
+        multi_head_attention(q, q, q, 2.0)

@@ -115,3 +115,15 @@ def test_errors():
         model(np.ones((2, 6, 5)))
     with pytest.raises(ValueError, match="budget"):
         matching_lstm_hidden(0, 3, 2, ())
+
+
+@pytest.mark.parametrize("kind", ["lstm", "rmc", "rrnn"])
+def test_empty_sequences_and_batches_are_rejected_naming_the_shape(kind):
+    model = SequenceClassifier(make_core(kind), 3, mlp_hidden=(4,))
+    d = model.core.input_size
+    with pytest.raises(ValueError, match=rf"at least one time step.*\(2, 0, {d}\)"):
+        model(np.zeros((2, 0, d), dtype=np.float32))
+    with pytest.raises(ValueError, match=rf"at least one example.*\(0, 3, {d}\)"):
+        model(np.zeros((0, 3, d), dtype=np.float32))
+    with pytest.raises(ValueError, match=rf"at least one example.*\(0, {d}\)"):
+        model.core.step(Tensor(np.zeros((0, d), dtype=np.float32)), model.core.initial_state(0))

@@ -131,9 +131,10 @@ def test_errors():
         lstm(np.ones((5, 3)))
     with pytest.raises(TypeError, match="float64.*float32"):
         lstm(Tensor(np.ones((1, 5, 3))))
-    with pytest.raises(ValueError, match=r"h \(2, 4\), c \(1, 4\)"):
+    with pytest.raises(ValueError, match=r"state c: expected shape \(2, 4\), got \(1, 4\)"):
         lstm.cell.step(Tensor(np.ones((2, 3), np.float32)),
-                       (Tensor(np.zeros((2, 4))), Tensor(np.zeros((1, 4)))))  # fmt: skip
+                       (Tensor(np.zeros((2, 4), np.float32)),
+                        Tensor(np.zeros((1, 4), np.float32))))  # fmt: skip
 
 
 def test_sequence_backward_at_batch_one_leaves_the_incoming_gradient_alone():
@@ -146,3 +147,33 @@ def test_sequence_backward_at_batch_one_leaves_the_incoming_gradient_alone():
     before = g.copy()
     seq.backward(grad=g)
     np.testing.assert_array_equal(g, before)
+
+
+def test_lstm_state_checks_name_expected_and_got():
+    cell = LSTMCell(3, 4, dtype=np.float32, rng=0)
+    x = Tensor(np.ones((2, 3), dtype=np.float32))
+    h, c = cell.initial_state(2)
+    with pytest.raises(ValueError, match=r"state c: expected shape \(2, 4\), got \(2, 5\)"):
+        cell.step(x, (h, Tensor(np.zeros((2, 5), dtype=np.float32))))
+    with pytest.raises(TypeError, match="state h: expected dtype float32.*got float64"):
+        cell.step(x, (Tensor(np.zeros((2, 4))), c))
+    with pytest.raises(TypeError, match=r"state must be a tuple \(h, c\), got Tensor"):
+        cell.step(x, h)
+    with pytest.raises(TypeError, match="expected a Tensor.*got list"):
+        cell.step(x, ([0.0] * 4, c))
+    with pytest.raises(ValueError, match=r"state h: expected shape \(2, 4\), got \(3, 4\)"):
+        LSTM(3, 4)(np.ones((2, 5, 3), dtype=np.float32), cell.initial_state(3))
+    # an ndarray state is taken as a constant of the model dtype
+    out, (h2, c2) = cell.step(x, (np.zeros((2, 4)), np.zeros((2, 4))))
+    ref, _ = cell.step(x, (h, c))
+    assert out.dtype == np.float32 and c2.dtype == np.float32
+    np.testing.assert_array_equal(out.data, ref.data)
+
+
+def test_lstm_constructor_rejects_non_integer_sizes_and_unsupported_dtypes():
+    with pytest.raises(ValueError, match="hidden_size must be an int >= 1, got 2.5"):
+        LSTM(6, 2.5)
+    with pytest.raises(ValueError, match="input_size must be an int >= 1, got '6'"):
+        LSTMCell("6", 2)
+    with pytest.raises(TypeError, match="float32 or float64, got float16"):
+        LSTM(6, 4, dtype=np.float16)

@@ -98,7 +98,25 @@ def test_every_parameter_gets_a_gradient():
 
 def test_errors():
     cell = RelationalRNNCell(4, 6, mem_slots=3, head_size=4, num_heads=2)
-    with pytest.raises(ValueError, match=r"x_t \(B, 4\).*\(2, 5\)"):
+    with pytest.raises(ValueError, match=r"x_t must be a Tensor \(B, 4\), got \(2, 5\)"):
         cell(np.ones((2, 5)))
     with pytest.raises(ValueError, match="gate_style"):
         RelationalRNNCell(4, 6, mem_slots=3, head_size=4, num_heads=2, gate_style="x")
+
+
+def test_step_checks_every_part_of_the_state():
+    cell = RelationalRNNCell(6, 8, 2, 4, 2, rng=0)
+    x = Tensor(np.ones((2, 6), dtype=np.float32))
+    h, c, mem = cell.initial_state(2)
+    with pytest.raises(ValueError, match=r"state c: expected shape \(2, 8\), got \(2, 5\)"):
+        cell.step(x, (h, Tensor(np.zeros((2, 5), dtype=np.float32)), mem))
+    with pytest.raises(
+        ValueError, match=r"state memory: expected shape \(2, 2, 8\), got \(2, 3, 8\)"
+    ):
+        cell.step(x, (h, c, Tensor(np.zeros((2, 3, 8), dtype=np.float32))))
+    with pytest.raises(TypeError, match="state memory: expected dtype float32.*got float64"):
+        cell.step(x, (h, c, Tensor(mem.data.astype(np.float64))))
+    with pytest.raises(TypeError, match=r"state must be a tuple \(h, c, memory\), got 2 parts"):
+        cell.step(x, (h, c))
+    with pytest.raises(ValueError, match=r"at least one example.*\(0, 6\)"):
+        cell(np.zeros((0, 6), dtype=np.float32))

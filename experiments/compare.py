@@ -109,6 +109,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--threads must be >= 1, got {args.threads}")
     if args.workers is not None and args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
+    if args.babi_dir is not None and not Path(args.babi_dir).is_dir():
+        what = "is not a directory" if Path(args.babi_dir).exists() else "does not exist"
+        p.error(f"--babi-dir {args.babi_dir} {what}")
+    if args.tasks is not None and not [k for k in args.tasks.split(",") if k.strip()]:
+        p.error(f"--tasks names no task, got {args.tasks!r} (--list-tasks shows them)")
     mode = "full" if args.full else "tiny" if args.tiny else "quick"
     args.mode = mode
     if args.out is None:

@@ -7,8 +7,11 @@ and parameter counts within 10% (the LSTM's hidden size is chosen to match the R
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+import tasks
 
 MODEL_LABELS = {
     "lstm": "LSTM",
@@ -85,6 +88,34 @@ class SampleEfficiencyPlan:
     task: TaskPlan
     sizes: tuple[int, ...]
     seeds: tuple[int, ...]
+
+
+def _describe_sizes(task: str, options: Mapping[str, Any]) -> str:
+    """The sizes of synthetic `task` under resolved `options`, in words for a label."""
+    o = options
+    if task == "sorting":
+        return f"rank of {o['items']} scalars"
+    if task == "tracking":
+        track = "ring" if o["wrap"] else "line"
+        return f"{o['objects']} objects, {o['places']} places on a {track}, {o['moves']} moves"
+    if task == "pair_matching":
+        return f"{o['pairs']} pairs over {o['tokens']} tokens"
+    if task == "babi_synthetic":
+        return (
+            f"{o['people']} people, {o['objects']} objects, {o['places']} places, "
+            f"{o['distractors']} distractors"
+        )
+    if task == "nth_farthest":
+        return f"K={o['K']} vectors in {o['d']}-D"
+    return ", ".join(f"{k}={v}" for k, v in o.items() if k != "hard")
+
+
+def _hard_variant_label(p: TaskPlan, options: Mapping[str, Any]) -> str:
+    """Label of a plan trained on `options` (its task's hard sizes), naming the sizes trained."""
+    resolved = tasks.task_meta(p.task, **options).options
+    # the bAbI-style label names its question type only; the others lead with the task's name
+    base = p.label if p.task == "babi_synthetic" else p.label.split(",")[0]
+    return f"{base}, {_describe_sizes(p.task, resolved)} (hard variant)"
 
 
 def _babi_synthetic(facts: int, steps: int, hard_distractors: int) -> TaskPlan:
@@ -244,7 +275,7 @@ def full_plan() -> list[TaskPlan]:
             replace(
                 p,
                 key=f"{key}_hard",
-                label=f"{p.label} (hard variant)",
+                label=_hard_variant_label(p, hard_opts),
                 short=f"{p.short} hard",
                 options=hard_opts,
                 hard=None,

@@ -389,6 +389,12 @@ def run_study(args) -> int:
     if babi_note:
         say(babi_note)
         plans = [p for p in plans if babi_task_id(p) is None]
+    if not plans and not se.sizes:
+        raise SystemExit(
+            "nothing to run: the selected tasks need the real bAbI files"
+            if babi_note
+            else "nothing to run: no task selected"
+        )
     ours = (out / "results.json").exists() or (out / "jobs").is_dir()
     if out.exists() and not out.is_dir():
         raise SystemExit(f"--out {out} is a file, not a directory")

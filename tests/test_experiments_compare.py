@@ -1,6 +1,7 @@
 """The main job end to end (--tiny), its options, matched budgets and reproducibility."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -8,11 +9,12 @@ import numpy as np
 import pytest
 
 from experiments import compare
-from experiments.plan import quick_plan, tiny_plan
+from experiments.plan import full_plan, quick_plan, tiny_plan
 from experiments.runner import build_model, load_task_data, make_job, run_job
 from experiments.study import _babi_dir
 
 FIGURE_EXTS = (".png", ".svg", ".dot")
+BABI_DIR = Path(os.environ.get("BABI_DIR", compare.DEFAULT_BABI))
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +152,39 @@ def test_step_and_seed_options_are_checked():
             compare.parse_args(bad)
 
 
+def test_a_babi_dir_that_does_not_exist_is_a_usage_error(tmp_path, capsys):
+    missing = tmp_path / "no-such-dir"
+    with pytest.raises(SystemExit) as info:
+        compare.parse_args(["--babi-dir", str(missing)])
+    assert info.value.code == 2
+    assert f"--babi-dir {missing} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--tasks", ","], ["--tasks", "babi_qa1,babi_qa2"]])
+def test_selecting_nothing_runnable_fails_and_keeps_earlier_outputs(tmp_path, argv):
+    out = tmp_path / "out"
+    (out / "metrics").mkdir(parents=True)
+    (out / "results.json").write_text("{}", encoding="utf-8")
+    kept = out / "metrics" / "earlier.jsonl"
+    kept.write_text("{}\n", encoding="utf-8")
+    argv = [*argv, "--out", str(out), "--babi-dir", str(tmp_path)]  # no bAbI files there
+    with pytest.raises(SystemExit) as info:
+        compare.main(argv)
+    assert info.value.code not in (0, None)
+    assert kept.exists() and (out / "results.json").exists()
+
+
+def test_full_hard_variant_labels_name_the_sizes_trained():
+    labels = {p.key: p.label for p in full_plan()}
+    assert labels["tracking_hard"] == (
+        "Tracking, 5 objects, 6 places on a line, 16 moves (hard variant)"
+    )
+    assert labels["pair_matching_hard"] == "Pair matching, 8 pairs over 12 tokens (hard variant)"
+    assert labels["sorting_hard"] == "Sorting, rank of 10 scalars (hard variant)"
+    assert labels["babi_synthetic_2_hard"].startswith("bAbI-style QA, two supporting facts, ")
+    assert "12 distractors" in labels["babi_synthetic_2_hard"]
+
+
 def test_missing_babi_files_give_a_message_not_a_crash(tmp_path):
     args = compare.parse_args(["--babi-dir", str(tmp_path)])
     path, note = _babi_dir(args, quick_plan())
@@ -158,12 +193,12 @@ def test_missing_babi_files_give_a_message_not_a_crash(tmp_path):
 
 
 @pytest.mark.skipif(
-    not (compare.DEFAULT_BABI / "qa1_single-supporting-fact_train.txt").exists(),
-    reason="bAbI files not present",
+    not (BABI_DIR / "qa1_single-supporting-fact_train.txt").exists(),
+    reason=f"bAbI task 1 not found in {BABI_DIR} (set BABI_DIR)",
 )
 def test_real_babi_holds_out_validation_stories():
     plan = next(p for p in quick_plan() if p.key == "babi_qa1")
-    data = load_task_data(plan, 0, str(compare.DEFAULT_BABI))
+    data = load_task_data(plan, 0, str(BABI_DIR))
     assert len(data.val) == plan.n_val and len(data.train) + len(data.val) == 1000
     assert data.val.inputs.shape[1:] == data.train.inputs.shape[1:] == data.test.inputs.shape[1:]
     seen = {row.tobytes() for row in data.train.inputs}

@@ -7,6 +7,7 @@ may be comma-joined lists ("apple,milk", "n,w"); supporting ids name earlier sta
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -102,10 +103,21 @@ def parse_babi(lines: Iterable[str], source: str = "<lines>") -> list[BabiExampl
 
 
 def load_babi(path: str | Path) -> list[BabiExample]:
-    """Read one bAbI file (any task, 1k or 10k) into a list of BabiExample, one per question."""
+    """Read one bAbI file (any task, 1k or 10k) into a list of BabiExample, one per question.
+
+    The file is UTF-8, with or without a byte-order mark; other bytes raise BabiFormatError.
+    """
     path = Path(path)
-    with path.open(encoding="utf-8") as handle:
-        return parse_babi(handle, source=str(path))
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise BabiFormatError(
+            f"{path}, line {line}: not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+            f"{exc.start})"
+        ) from exc
+    return parse_babi(io.StringIO(text, newline=None), source=str(path))
 
 
 @dataclass
@@ -215,7 +227,10 @@ def vectorize(
                 f"{ex.source}: question of {len(ex.question)} tokens exceeds question_len={q_len}"
             )
         question[i, : len(ex.question)] = vocab.encode(ex.question)
-        answer[i] = vocab.answer_id(ex.answer)
+        try:
+            answer[i] = vocab.answer_id(ex.answer)
+        except ValueError as exc:
+            raise ValueError(f"{ex.source} (question id {ex.question_id}): {exc}") from None
         slot = {line_id: pad + j for j, line_id in enumerate(ids)}
         supporting[i, : len(ex.supporting)] = [slot.get(k, -1) for k in ex.supporting]
     return BabiArrays(story, story_ids, question, answer, supporting)

@@ -314,8 +314,26 @@ def test_bag_of_words_counts_words_per_step(tmp_path):
 def test_unseen_answer_is_an_error(tmp_path):
     vocab = babi.build_vocab(examples_from(tmp_path, SMALL, "train.txt"))
     test = examples_from(tmp_path, "1 Bill went to the park.\n2 Where is Bill?\tpark\t1\n", "t.txt")
-    with pytest.raises(ValueError, match="'park' is not among the 3 training answers"):
+    with pytest.raises(ValueError, match="'park' is not among the 3 training answers") as info:
         babi.vectorize(test, vocab)
+    assert str(tmp_path / "t.txt") + ", line 2 (question id 2)" in str(info.value)
+
+
+def test_a_byte_order_mark_is_ignored(tmp_path):
+    plain = babi.load_babi(write(tmp_path, SMALL, "plain.txt"))
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + SMALL.encode("utf-8"))
+    assert babi.load_babi(path) == [
+        babi.BabiExample(**{**vars(ex), "source": ex.source.replace("plain", "bom")})
+        for ex in plain
+    ]
+
+
+def test_bytes_that_are_not_utf8_name_the_file_and_line(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("1 Mary went home.\n2 Ren\u00e9 left.\n".encode("latin-1"))
+    with pytest.raises(babi.BabiFormatError, match=rf"{path}, line 2: not UTF-8.*0xe9"):
+        babi.load_babi(path)
 
 
 def test_load_babi_task_on_small_files(tmp_path):

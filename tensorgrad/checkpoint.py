@@ -85,6 +85,20 @@ def save(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = N
 def _read(path: str) -> tuple[dict[str, np.ndarray], dict]:
     """Read every array and the metadata header of a checkpoint, or raise CheckpointError."""
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"no checkpoint at {path}") from exc
+    except IsADirectoryError as exc:
+        raise CheckpointError(f"{path}: a directory, not a checkpoint file") from exc
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror})") from exc
+    if not magic:
+        raise CheckpointError(f"{path}: unreadable checkpoint, truncated or corrupt (empty file)")
+    # NOTE: np.load takes anything that is neither a zip nor a .npy for a pickle; say what it is.
+    if not magic.startswith(b"PK") and not magic.startswith(b"\x93NUMPY"):
+        raise CheckpointError(f"{path}: not a checkpoint (not a .npz archive)")
+    try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise CheckpointError(f"{path}: not a checkpoint archive (a bare .npy array)")

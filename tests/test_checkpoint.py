@@ -102,10 +102,18 @@ def test_truncated_and_corrupt_files_raise_checkpoint_error(tmp_path):
 
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="junk.npz"):
+    with pytest.raises(CheckpointError, match=r"junk.npz: not a checkpoint \(not a .npz archive\)"):
         checkpoint.load(junk, model)
-    with pytest.raises(CheckpointError, match="missing.npz"):
-        checkpoint.load(tmp_path / "missing.npz", model)
+    missing = tmp_path / "missing.npz"
+    with pytest.raises(CheckpointError, match=f"^no checkpoint at {missing}$") as err:
+        checkpoint.load(missing, model)
+    assert isinstance(err.value.__cause__, FileNotFoundError)
+    with pytest.raises(CheckpointError, match="a directory, not a checkpoint"):
+        checkpoint.load(tmp_path, model)
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty.npz: .*truncated or corrupt \(empty file\)"):
+        checkpoint.load(empty, model)
 
     plain = tmp_path / "plain.npz"
     np.savez(plain, a=np.zeros(2))

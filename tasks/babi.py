@@ -239,6 +239,8 @@ def vectorize(
 def bag_of_words(arrays: BabiArrays, num_words: int) -> np.ndarray:
     """Recurrent-model input (N, S + 1, V + 1) float32: one word-count step per statement, then
     the question step with its flag in the last feature; padded statements are all-zero steps."""
+    # Known gap: counts lose word order inside a sentence ("A is north of B"); harmless for
+    # tasks 1-3, not for tasks such as 17 or 19, which need the padded word ids instead.
     n, s, _ = arrays.story.shape
     x = np.zeros((n, s + 1, num_words + 1), dtype=np.float32)
     rows, slots, cols = np.nonzero(arrays.story)

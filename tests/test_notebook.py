@@ -9,7 +9,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "experiments" / "18_relational_rnn.ipynb"
+NOTEBOOK = ROOT / "18_relational_rnn.ipynb"
 
 
 def test_notebook_executes(monkeypatch):
@@ -22,7 +22,7 @@ def test_notebook_executes(monkeypatch):
         nb,
         timeout=900,
         kernel_name="python3",
-        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+        resources={"metadata": {"path": str(ROOT)}},
     )
     client.execute()
     printed = "".join(

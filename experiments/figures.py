@@ -464,3 +464,42 @@ __all__ = [
     "plot_training_curves",
     "save",
 ]
+
+
+def plot_ablation(summary: Mapping, base: str | os.PathLike) -> list[str]:
+    """Test accuracy of every ablation variant, one panel per factor: bars are the mean over
+    seeds, dots each seed; lines mark the LSTM reference, chance and the guess level."""
+    factors = [f for f in dict.fromkeys(r["factor"] for r in summary["rows"]) if f != "reference"]
+    lstm = [r for r in summary["rows"] if r["factor"] == "reference" and r["accs"]]
+    fig, axes = plt.subplots(
+        1,
+        max(1, len(factors)),
+        figsize=(2.6 * max(1, len(factors)) + 0.6, 3.4),
+        sharey=True,
+        squeeze=False,
+    )
+    for ax, factor in zip(axes.flat, factors):
+        rows = [r for r in summary["rows"] if r["factor"] == factor]
+        x = np.arange(len(rows))
+        means = [np.nan if r["test_acc"]["mean"] is None else r["test_acc"]["mean"] for r in rows]
+        ax.bar(x, means, 0.6, color=color_of("rmc"), alpha=0.85)
+        for xi, r in zip(x, rows):
+            ax.plot([xi] * len(r["accs"]), r["accs"], "o", ms=3.5, color="black", zorder=3)
+        if lstm:
+            ax.axhline(np.mean(lstm[0]["accs"]), color=color_of("lstm"), lw=1.4)
+        ax.axhline(summary["chance"], color="grey", ls="--", lw=1)
+        if summary.get("guess_level") is not None:
+            ax.axhline(summary["guess_level"], color="grey", ls=":", lw=1.2)
+        ax.set_xticks(x)
+        ax.set_xticklabels([r["value"] for r in rows], fontsize=8)
+        ax.set_title(factor, fontsize=10)
+        ax.set_ylim(0, 1.02)
+    axes.flat[0].set_ylabel("test accuracy")
+    note = "bars: mean over seeds, dots: seeds; grey dashes: chance"
+    if summary.get("guess_level") is not None:
+        note += ", dots: guess level"
+    if lstm:
+        note += "; orange: matched LSTM"
+    fig.suptitle(f"Ablations of the RMC on {summary['label']}\n{note}", fontsize=9)
+    fig.tight_layout()
+    return save(fig, base)

@@ -22,12 +22,27 @@ MODEL_LABELS = {
 
 @dataclass(frozen=True)
 class MemorySize:
-    """Relational memory size: slots x heads x head size, attention blocks."""
+    """Relational memory: slots x heads x head size, attention blocks, gate style, residuals.
+
+    gate: "unit" (a gate per feature), "memory" (one per slot) or None (no gating); residual:
+    the skip connections around attention and the MLP.
+    """
 
     slots: int = 4
     heads: int = 4
     head_size: int = 16
     blocks: int = 1
+    gate: str | None = "unit"
+    residual: bool = True
+
+    def describe(self) -> str:
+        """The size in words, naming the gate and residuals only where they differ from default."""
+        text = f"{self.slots} slots x {self.heads} heads x {self.head_size}, {self.blocks} block(s)"
+        if self.gate != "unit":
+            text += f", gate {self.gate or 'none'}"
+        if not self.residual:
+            text += ", no residual"
+        return text
 
 
 @dataclass(frozen=True)

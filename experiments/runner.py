@@ -107,7 +107,14 @@ def load_task_data(
 def _rmc(plan: TaskPlan, input_size: int, num_classes: int, seed: int) -> SequenceClassifier:
     m = plan.memory
     core = RelationalMemory(
-        input_size, m.slots, m.head_size, m.heads, num_blocks=m.blocks, rng=seed
+        input_size,
+        m.slots,
+        m.head_size,
+        m.heads,
+        num_blocks=m.blocks,
+        gate_style=m.gate,
+        use_residual=m.residual,
+        rng=seed,
     )
     return SequenceClassifier(core, num_classes, mlp_hidden=plan.mlp_hidden, rng=seed + 7919)
 
@@ -115,7 +122,15 @@ def _rmc(plan: TaskPlan, input_size: int, num_classes: int, seed: int) -> Sequen
 def _rrnn(plan: TaskPlan, input_size: int, num_classes: int, hidden: int, seed: int):
     m = plan.memory
     core = RelationalRNNCell(
-        input_size, hidden, m.slots, m.head_size, m.heads, num_blocks=m.blocks, rng=seed
+        input_size,
+        hidden,
+        m.slots,
+        m.head_size,
+        m.heads,
+        num_blocks=m.blocks,
+        gate_style=m.gate,
+        use_residual=m.residual,
+        rng=seed,
     )
     return SequenceClassifier(core, num_classes, mlp_hidden=plan.mlp_hidden, rng=seed + 7919)
 
@@ -147,7 +162,7 @@ def build_model(
     m = plan.memory
     if kind == "rmc":
         model = rmc
-        size = f"{m.slots} slots x {m.heads} heads x {m.head_size}, {m.blocks} block(s)"
+        size = m.describe()
     elif kind == "lstm":
         hidden = matching_lstm_hidden(budget, input_size, num_classes, plan.mlp_hidden)
         core = LSTM(input_size, hidden, rng=seed)

@@ -99,6 +99,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "CPU cores, at most 2)",
     )
     p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="train on the dask.distributed scheduler at ADDRESS (tcp://HOST:PORT) instead of "
+        "local processes; its workers need this package and a filesystem shared with --out",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in --out: finished runs are kept, the others resume "
@@ -109,6 +116,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--threads must be >= 1, got {args.threads}")
     if args.workers is not None and args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
+    if args.scheduler is not None:
+        from experiments.sweep import check_scheduler_address
+
+        try:
+            args.scheduler = check_scheduler_address(args.scheduler)
+        except ValueError as exc:
+            p.error(str(exc))
     if args.babi_dir is not None and not Path(args.babi_dir).is_dir():
         what = "is not a directory" if Path(args.babi_dir).exists() else "does not exist"
         p.error(f"--babi-dir {args.babi_dir} {what}")

@@ -280,6 +280,41 @@ def _inside(results: Mapping) -> list[str]:
     return lines
 
 
+def _ablation(summary: Mapping) -> list[str]:
+    """The ablation section: what was varied, the table and figure, and what stands out."""
+    from experiments.ablate import markdown_lines
+
+    out = [
+        "## Ablations: which parts of the relational memory matter",
+        "",
+        "Each variant changes one thing of the RMC and is trained from scratch with the full "
+        "budget (`python -m experiments.ablate`; the table is from "
+        f"`{summary.get('folder', '.')}/ablation.md`). Heads split the same memory width.",
+        "",
+        *markdown_lines(summary, summary.get("folder", "")),
+        "",
+    ]
+    rows = [r for r in summary["rows"] if r["test_acc"]["mean"] is not None]
+    lstm = next((r for r in rows if r["factor"] == "reference"), None)
+    for factor in dict.fromkeys(r["factor"] for r in rows if r["factor"] != "reference"):
+        group = [r for r in rows if r["factor"] == factor]
+        best = max(group, key=lambda r: r["test_acc"]["mean"])
+        worst = min(group, key=lambda r: r["test_acc"]["mean"])
+        line = (
+            f"- {factor}: best {best['label']} ({_pct(best['test_acc']['mean'])}), worst "
+            f"{worst['label']} ({_pct(worst['test_acc']['mean'])})"
+        )
+        if lstm is not None:
+            level = lstm["test_acc"]["mean"] + 0.02
+            lost = [r["label"] for r in group if r["test_acc"]["mean"] <= level]
+            if lost:
+                line += f"; no better than the LSTM ({_pct(lstm['test_acc']['mean'])}): "
+                line += ", ".join(lost)
+        out.append(line + ".")
+    out.append("")
+    return out
+
+
 def render_report(results: Mapping[str, Any]) -> str:
     """The report as Markdown text."""
     tasks = results["tasks"]
@@ -484,6 +519,8 @@ def render_report(results: Mapping[str, Any]) -> str:
             out.append("")
             out.extend(_failures(task["hard"]["failures"]))
 
+    if results.get("ablation"):
+        out.extend(_ablation(results["ablation"]))
     out.append("## The paper's claims at this scale")
     out.append("")
     out.extend(_claims(tasks, results["mode"]))
@@ -511,6 +548,10 @@ def _short_labels(kinds: Sequence[str], tasks: Mapping) -> list[str]:
 
 def _all_figures(results: Mapping) -> list[Sequence[str]]:
     out = list(results.get("figures", {}).values())
+    ablation = results.get("ablation") or {}
+    if ablation.get("figure"):
+        folder = ablation.get("folder", "")
+        out.append([os.path.join(folder, ablation["figure"][k]) for k in ("png", "svg")])
     for task in results["tasks"].values():
         out += list(task.get("figures", {}).values())
     for inside in results.get("inside", {}).values():

@@ -9,12 +9,10 @@ results.json, metrics.jsonl and report.md.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import numpy as np
 
 import tasks
 from experiments import analysis, figures
+from experiments.ablate import load_summary
 from experiments.plan import (
     MODEL_LABELS,
     SampleEfficiencyPlan,
@@ -44,6 +43,7 @@ from experiments.runner import (
     make_job,
     run_job_safely,
 )
+from experiments.sweep import open_executor, run_sweep
 
 MODEL_SHORT = {"lstm": "LSTM", "rmc": "RMC", "rrnn": "RRNN cell"}
 GENERATED = ("jobs", "metrics", "checkpoints", "figures")
@@ -116,41 +116,27 @@ def _babi_dir(args, plans: list[TaskPlan]) -> tuple[str | None, str | None]:
     return str(path), None
 
 
-def _run_jobs(jobs: list[dict], workers: int) -> tuple[dict[str, dict], bool]:
-    """Run jobs (longest first), `workers` at a time; returns ({name: result}, interrupted)."""
+def _run_jobs(
+    jobs: list[dict], workers: int, scheduler: str | None = None
+) -> tuple[dict[str, dict], bool]:
+    """Run jobs in order, `workers` local processes at a time or on the Dask scheduler at
+    `scheduler`; returns ({name: result}, interrupted)."""
     from tqdm.auto import tqdm
 
     results: dict[str, dict] = {}
     bar = tqdm(total=len(jobs), desc="runs", disable=not sys.stderr.isatty(), leave=False)
-    interrupted = False
-    if workers == 1 or len(jobs) <= 1:
-        try:
-            for job in jobs:
-                results[job_name(job)] = run_job_safely(job)
-                bar.update(1)
-                if results[job_name(job)]["status"] == "interrupted":
-                    interrupted = True
-                    break
-        except KeyboardInterrupt:
-            interrupted = True
-        bar.close()
-        return results, interrupted
 
-    ctx = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-    try:
-        futures = {pool.submit(run_job_safely, job): job for job in jobs}
-        for fut in as_completed(futures):
-            res = fut.result()
-            results[res["name"]] = res
-            bar.update(1)
-            interrupted |= res["status"] == "interrupted"
-    except KeyboardInterrupt:
-        interrupted = True
-        pool.shutdown(wait=False, cancel_futures=True)
-    else:
-        pool.shutdown()
+    def done(i: int, res: dict) -> None:
+        results[res["name"]] = res
+        bar.update(1)
+
+    def failed(i: int, exc: BaseException) -> dict:
+        return {"name": job_name(jobs[i]), "status": "failed", "message": repr(exc)}
+
+    with open_executor(min(workers, max(1, len(jobs))), scheduler) as executor:
+        _, interrupted = run_sweep(run_job_safely, jobs, executor, done, failed)
     bar.close()
+    interrupted |= any(r["status"] == "interrupted" for r in results.values())
     return results, interrupted
 
 
@@ -395,7 +381,7 @@ def run_study(args) -> int:
             if babi_note
             else "nothing to run: no task selected"
         )
-    ours = (out / "results.json").exists() or (out / "jobs").is_dir()
+    ours = any((out / name).exists() for name in ("results.json", "jobs", "ablation"))
     if out.exists() and not out.is_dir():
         raise SystemExit(f"--out {out} is a file, not a directory")
     if not args.resume and out.is_dir() and any(out.iterdir()) and not ours:
@@ -438,11 +424,13 @@ def run_study(args) -> int:
                     done[job_name(job)] = result
     pending = [j for j in jobs if job_name(j) not in done]
     pending.sort(key=lambda j: -job_cost(j, seq[j["plan"]["key"]]))
+    scheduler = getattr(args, "scheduler", None)
+    where = f"the Dask scheduler at {scheduler}" if scheduler else f"{workers} worker(s)"
     say(
-        f"{len(jobs)} runs ({len(done)} already done), {workers} worker(s), "
+        f"{len(jobs)} runs ({len(done)} already done), {where}, "
         f"seeds {list(args.seed_list)}, output in {out}"
     )
-    ran, interrupted = _run_jobs(pending, workers)
+    ran, interrupted = _run_jobs(pending, workers, scheduler)
     by_name = {**done, **ran}
     problems = [r for r in by_name.values() if r["status"] in ("failed", "nonfinite")]
     train_time = time.perf_counter() - start
@@ -520,6 +508,9 @@ def run_study(args) -> int:
     (out / "results.json").write_text(
         json.dumps(_relative(results, out), indent=1, default=_json_default), encoding="utf-8"
     )
+    ablation = load_summary(out / "ablation")
+    if ablation is not None:
+        results["ablation"] = {**ablation, "folder": "ablation"}
     write_report(_relative(results, out), out / "report.md")
 
     for line in _table_lines(tasks_out):

@@ -323,8 +323,14 @@ def render_report(results: Mapping[str, Any]) -> str:
     out.append(f"# LSTM versus relational memory (RMC): {results['mode']} study")
     out.append("")
     out.append(
-        f"Seeds {', '.join(map(str, results['seeds']))}; {results['workers']} worker process(es)"
-        f" with {results['threads']} BLAS thread(s) each; wall time "
+        f"Seeds {', '.join(map(str, results['seeds']))}; "
+        + (
+            f"runs on the Dask scheduler at {results['scheduler']}"
+            if results.get("scheduler")
+            else f"{results['workers']} worker process(es) with {results['threads']} BLAS "
+            "thread(s) each"
+        )
+        + "; wall time "
         f"{results['wall_time'] / 60:.1f} min ({results['train_wall_time'] / 60:.1f} min "
         "training). Regenerate with `python -m experiments.compare"
         + {"quick": "", "full": " --full", "tiny": " --tiny"}[results["mode"]]

@@ -442,6 +442,7 @@ def run_study(args) -> int:
         "mode": args.mode,
         "seeds": list(args.seed_list),
         "workers": workers,
+        "scheduler": scheduler,
         "threads": args.threads,
         "babi_dir": babi_dir,
         "notes": [babi_note] if babi_note else [],

@@ -138,6 +138,7 @@ def test_help_explains_every_option(capsys):
         "--threads",
         "--workers",
         "--resume",
+        "--scheduler",
     ):
         assert option in text, option
 
@@ -150,6 +151,16 @@ def test_step_and_seed_options_are_checked():
     for bad in (["--steps", "ten"], ["--seeds", "1,1"], ["--full", "--tiny"], ["--threads", "0"]):
         with pytest.raises(SystemExit):
             compare.parse_args(bad)
+
+
+def test_the_scheduler_address_is_checked_before_anything_runs(capsys):
+    assert compare.parse_args(["--scheduler", "10.1.2.3:8786"]).scheduler == "tcp://10.1.2.3:8786"
+    with pytest.raises(SystemExit) as info:
+        compare.parse_args(["--scheduler", "10.1.2.3"])
+    assert info.value.code == 2
+    assert "scheduler address '10.1.2.3' is not of the form tcp://HOST:PORT" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_babi_dir_that_does_not_exist_is_a_usage_error(tmp_path, capsys):

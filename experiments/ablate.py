@@ -312,6 +312,7 @@ def summarise(plan, grid: list[Variant], by_variant: dict[str, list[dict]], meta
         "chance": float(meta.chance_accuracy),
         "guess_level": meta.extra.get("guess_level"),
         "base": plan.memory.describe(),
+        "base_variant": _memory_key(plan.memory),
         "rows": rows,
     }
 
@@ -440,7 +441,11 @@ def run_ablation(args) -> dict:
     _prepare_out(out, args.resume)
 
     done: dict[str, dict] = {}
+    earlier_wall = 0.0  # a resumed sweep reports the wall time of all its invocations
     if args.resume:
+        earlier = load_summary(out)
+        if earlier is not None and earlier.get("rows"):
+            earlier_wall = float(earlier.get("wall_time") or 0.0)
         for job in jobs:
             path = out / "jobs" / f"{job_name(job)}.json"
             if path.exists():
@@ -492,7 +497,7 @@ def run_ablation(args) -> dict:
         seeds=list(args.seed_list),
         runs=len(finished),
         executor=where,
-        wall_time=time.perf_counter() - start,
+        wall_time=earlier_wall + time.perf_counter() - start,
         run_time=float(np.sum([r["wall_time"] for r in finished])) if finished else 0.0,
         problems=[
             {"name": r["name"], "status": r["status"], "message": r.get("message")}

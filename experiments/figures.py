@@ -451,21 +451,6 @@ def plot_harder(tasks: Mapping[str, Mapping], base: str | os.PathLike) -> list[s
     return save(fig, base)
 
 
-__all__ = [
-    "plot_accuracy_bars",
-    "plot_accuracy_overview",
-    "plot_attention",
-    "plot_breakdown",
-    "plot_convergence",
-    "plot_gradient_flow",
-    "plot_harder",
-    "plot_memory",
-    "plot_sample_efficiency",
-    "plot_training_curves",
-    "save",
-]
-
-
 def plot_ablation(summary: Mapping, base: str | os.PathLike) -> list[str]:
     """Test accuracy of every ablation variant, one panel per factor: bars are the mean over
     seeds, dots each seed; lines mark the LSTM reference, chance and the guess level."""
@@ -482,7 +467,11 @@ def plot_ablation(summary: Mapping, base: str | os.PathLike) -> list[str]:
         rows = [r for r in summary["rows"] if r["factor"] == factor]
         x = np.arange(len(rows))
         means = [np.nan if r["test_acc"]["mean"] is None else r["test_acc"]["mean"] for r in rows]
-        ax.bar(x, means, 0.6, color=color_of("rmc"), alpha=0.85)
+        bars = ax.bar(x, means, 0.6, color=color_of("rmc"), alpha=0.85, linewidth=0)
+        for bar, r in zip(bars, rows):
+            if r["variant"] == summary.get("base_variant"):
+                bar.set_edgecolor("black")
+                bar.set_linewidth(1.5)
         for xi, r in zip(x, rows):
             ax.plot([xi] * len(r["accs"]), r["accs"], "o", ms=3.5, color="black", zorder=3)
         if lstm:
@@ -495,11 +484,27 @@ def plot_ablation(summary: Mapping, base: str | os.PathLike) -> list[str]:
         ax.set_title(factor, fontsize=10)
         ax.set_ylim(0, 1.02)
     axes.flat[0].set_ylabel("test accuracy")
-    note = "bars: mean over seeds, dots: seeds; grey dashes: chance"
+    note = "bars: mean over seeds (outlined: the base RMC), dots: seeds; grey dashes: chance"
     if summary.get("guess_level") is not None:
-        note += ", dots: guess level"
+        note += ", dotted: guess level"
     if lstm:
         note += "; orange: matched LSTM"
     fig.suptitle(f"Ablations of the RMC on {summary['label']}\n{note}", fontsize=9)
     fig.tight_layout()
     return save(fig, base)
+
+
+__all__ = [
+    "plot_ablation",
+    "plot_accuracy_bars",
+    "plot_accuracy_overview",
+    "plot_attention",
+    "plot_breakdown",
+    "plot_convergence",
+    "plot_gradient_flow",
+    "plot_harder",
+    "plot_memory",
+    "plot_sample_efficiency",
+    "plot_training_curves",
+    "save",
+]

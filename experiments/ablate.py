@@ -8,7 +8,8 @@ Each variant changes one thing of the main study's RMC (4 slots x 4 heads x 16, 
 residual connections) and is trained from scratch with the task's full budget; the test
 accuracy is reported per variant with its spread over seeds, beside the matched LSTM.
 Writes <out>/ablation.md, ablation.json and figures/ablation.png; when <out> sits inside a
-main-study folder (the default runs/quick/ablation), that study's report gains the table too.
+main-study folder (the default runs/quick/ablation, or runs/quick/ablation_<task> for
+another --task), that study's report gains the table too.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--out",
         default=None,
-        help="output directory (default runs/quick/ablation, or runs/tiny/ablation)",
+        help="output directory (default runs/quick/ablation, runs/quick/ablation_<task> with "
+        "--task, runs/tiny/... with --tiny)",
     )
     p.add_argument(
         "--workers",
@@ -149,7 +151,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         except ValueError as exc:
             p.error(str(exc))
     if args.out is None:
-        args.out = str(Path("runs") / ("tiny" if args.tiny else "quick") / "ablation")
+        folder = "ablation" if args.task is None else f"ablation_{args.task}"
+        args.out = str(Path("runs") / ("tiny" if args.tiny else "quick") / folder)
     return args
 
 
@@ -368,6 +371,21 @@ def markdown_lines(summary: dict, figure_dir: str = "") -> list[str]:
     return lines
 
 
+def load_summaries(study_dir: str | os.PathLike) -> list[dict]:
+    """Every sweep saved in an ablation* folder of a main-study folder, its folder name added.
+
+    The default task's folder ("ablation") comes first, then the others by name.
+    """
+    found = []
+    for folder in sorted(
+        Path(study_dir).glob("ablation*"), key=lambda f: (f.name != "ablation", f.name)
+    ):
+        summary = load_summary(folder) if folder.is_dir() else None
+        if summary is not None and summary.get("rows"):
+            found.append({**summary, "folder": folder.name})
+    return found
+
+
 def load_summary(folder: str | os.PathLike) -> dict | None:
     """The summary an earlier sweep wrote to `folder`/ablation.json, or None."""
     path = Path(folder) / "ablation.json"
@@ -403,8 +421,8 @@ def _prepare_out(out: Path, resume: bool) -> None:
             shutil.rmtree(out / sub, ignore_errors=True)
 
 
-def _update_main_report(study_dir: Path, summary: dict) -> Path | None:
-    """Add the ablation to the main study's results.json and report.md in `study_dir`."""
+def _update_main_report(study_dir: Path) -> Path | None:
+    """Put every sweep of `study_dir` into its main study's results.json and report.md."""
     from experiments.report import write_report
 
     path = study_dir / "results.json"
@@ -412,7 +430,7 @@ def _update_main_report(study_dir: Path, summary: dict) -> Path | None:
         results = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    results["ablation"] = {**summary, "folder": "ablation"}
+    results["ablations"] = load_summaries(study_dir)
     path.write_text(json.dumps(results, indent=1), encoding="utf-8")
     return write_report(results, study_dir / "report.md")
 
@@ -516,8 +534,8 @@ def run_ablation(args) -> dict:
     report = ["# Ablations of the relational memory core", "", *markdown_lines(summary)]
     (out / "ablation.md").write_text("\n".join(report) + "\n", encoding="utf-8")
     main_report = None
-    if (out.parent / "results.json").is_file() and out.name == "ablation":
-        main_report = _update_main_report(out.parent, summary)
+    if (out.parent / "results.json").is_file() and out.name.startswith("ablation"):
+        main_report = _update_main_report(out.parent)
 
     for line in table_lines(summary):
         print(line)
@@ -550,6 +568,7 @@ __all__ = [
     "FACTORS",
     "Variant",
     "base_plan",
+    "load_summaries",
     "load_summary",
     "main",
     "make_jobs",

@@ -280,18 +280,23 @@ def _inside(results: Mapping) -> list[str]:
     return lines
 
 
-def _ablation(summary: Mapping) -> list[str]:
-    """The ablation section: what was varied, the table and figure, and what stands out."""
+def _ablation(summary: Mapping, first: bool = True) -> list[str]:
+    """An ablation section: what was varied, the table and figure, and what stands out."""
     from experiments.ablate import markdown_lines
 
-    out = [
-        "## Ablations: which parts of the relational memory matter",
+    folder = summary.get("folder", ".")
+    out = [f"## Ablations on {summary['label']}", ""]
+    if first:
+        out += [
+            "Which parts of the relational memory matter? Each variant changes one thing of the "
+            "RMC and is trained from scratch with the task's full budget "
+            "(`python -m experiments.ablate`). Heads split the same memory width.",
+            "",
+        ]
+    out += [
+        f"From `{folder}/ablation.md`:",
         "",
-        "Each variant changes one thing of the RMC and is trained from scratch with the full "
-        "budget (`python -m experiments.ablate`; the table is from "
-        f"`{summary.get('folder', '.')}/ablation.md`). Heads split the same memory width.",
-        "",
-        *markdown_lines(summary, summary.get("folder", "")),
+        *markdown_lines(summary, folder if folder != "." else ""),
         "",
     ]
     rows = [r for r in summary["rows"] if r["test_acc"]["mean"] is not None]
@@ -525,8 +530,8 @@ def render_report(results: Mapping[str, Any]) -> str:
             out.append("")
             out.extend(_failures(task["hard"]["failures"]))
 
-    if results.get("ablation"):
-        out.extend(_ablation(results["ablation"]))
+    for i, summary in enumerate(results.get("ablations", [])):
+        out.extend(_ablation(summary, first=i == 0))
     out.append("## The paper's claims at this scale")
     out.append("")
     out.extend(_claims(tasks, results["mode"]))
@@ -554,10 +559,10 @@ def _short_labels(kinds: Sequence[str], tasks: Mapping) -> list[str]:
 
 def _all_figures(results: Mapping) -> list[Sequence[str]]:
     out = list(results.get("figures", {}).values())
-    ablation = results.get("ablation") or {}
-    if ablation.get("figure"):
-        folder = ablation.get("folder", "")
-        out.append([os.path.join(folder, ablation["figure"][k]) for k in ("png", "svg")])
+    for ablation in results.get("ablations", []):
+        if ablation.get("figure"):
+            folder = ablation.get("folder", "")
+            out.append([os.path.join(folder, ablation["figure"][k]) for k in ("png", "svg")])
     for task in results["tasks"].values():
         out += list(task.get("figures", {}).values())
     for inside in results.get("inside", {}).values():

@@ -21,7 +21,7 @@ import numpy as np
 
 import tasks
 from experiments import analysis, figures
-from experiments.ablate import load_summary
+from experiments.ablate import load_summaries
 from experiments.plan import (
     MODEL_LABELS,
     SampleEfficiencyPlan,
@@ -381,7 +381,9 @@ def run_study(args) -> int:
             if babi_note
             else "nothing to run: no task selected"
         )
-    ours = any((out / name).exists() for name in ("results.json", "jobs", "ablation"))
+    ours = any((out / name).exists() for name in ("results.json", "jobs")) or any(
+        out.glob("ablation*/ablation.json")
+    )
     if out.exists() and not out.is_dir():
         raise SystemExit(f"--out {out} is a file, not a directory")
     if not args.resume and out.is_dir() and any(out.iterdir()) and not ours:
@@ -509,9 +511,7 @@ def run_study(args) -> int:
     (out / "results.json").write_text(
         json.dumps(_relative(results, out), indent=1, default=_json_default), encoding="utf-8"
     )
-    ablation = load_summary(out / "ablation")
-    if ablation is not None:
-        results["ablation"] = {**ablation, "folder": "ablation"}
+    results["ablations"] = load_summaries(out)
     write_report(_relative(results, out), out / "report.md")
 
     for line in _table_lines(tasks_out):

@@ -1,6 +1,7 @@
 """The ablation sweep: its grid, its command line, a tiny trained run and the main report."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -125,14 +126,23 @@ def test_tiny_sweep_writes_table_figure_and_summary(study_with_ablation):
 def test_main_report_gains_the_ablation(study_with_ablation):
     _, out = study_with_ablation
     report = (out / "report.md").read_text()
-    assert "## Ablations: which parts of the relational memory matter" in report
+    assert "## Ablations on Pair matching, 2 pairs over 3 tokens" in report
     assert "(ablation/figures/ablation.png)" in report
     assert "| gate | gate none |" in report
     results = json.loads((out / "results.json").read_text())
-    assert results["ablation"]["folder"] == "ablation"
-    # a rerun of the main study keeps the sweep's section
+    assert [a["folder"] for a in results["ablations"]] == ["ablation"]
+    # a sweep on a second task gets its own folder and section, after the first
+    args = ablate.parse_args(["--tiny", "--task", "nth_farthest_k2"])
+    assert Path(args.out) == Path("runs", "tiny", "ablation_nth_farthest_k2")
+    second = ["--tiny", "--task", "nth_farthest_k2", "--factors", "gate", "--no-lstm"]
+    assert ablate.main([*second, "--out", str(out / "ablation_nth_farthest_k2")]) == 0
+    report = (out / "report.md").read_text()
+    first_at = report.index("## Ablations on Pair matching")
+    assert report.index("## Ablations on Nth-farthest, K=2") > first_at
+    assert "(ablation_nth_farthest_k2/figures/ablation.png)" in report
+    # a rerun of the main study keeps both sections
     assert compare.main(["--tiny", "--out", str(out), "--tasks", "pair_matching"]) == 0
-    assert "## Ablations" in (out / "report.md").read_text()
+    assert (out / "report.md").read_text().count("## Ablations on ") == 2
 
 
 def test_sweep_resume_keeps_finished_runs(tmp_path, capsys):

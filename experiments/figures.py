@@ -451,27 +451,29 @@ def plot_harder(tasks: Mapping[str, Mapping], base: str | os.PathLike) -> list[s
     return save(fig, base)
 
 
+def _outline_base(bars, rows: Sequence[Mapping], base_variant: str | None) -> None:
+    for bar, r in zip(bars, rows):
+        if r["variant"] == base_variant:
+            bar.set_edgecolor("black")
+            bar.set_linewidth(1.5)
+
+
 def plot_ablation(summary: Mapping, base: str | os.PathLike) -> list[str]:
-    """Test accuracy of every ablation variant, one panel per factor: bars are the mean over
-    seeds, dots each seed; lines mark the LSTM reference, chance and the guess level."""
+    """Every ablation variant, one column per factor: test accuracy (top) and validation steps
+    to the task's threshold (bottom). Bars are means over seeds, dots single seeds; a seed that
+    never reached the threshold is drawn at the step budget as a red x."""
     factors = [f for f in dict.fromkeys(r["factor"] for r in summary["rows"]) if f != "reference"]
     lstm = [r for r in summary["rows"] if r["factor"] == "reference" and r["accs"]]
-    fig, axes = plt.subplots(
-        1,
-        max(1, len(factors)),
-        figsize=(2.6 * max(1, len(factors)) + 0.6, 3.4),
-        sharey=True,
-        squeeze=False,
-    )
-    for ax, factor in zip(axes.flat, factors):
+    cols = max(1, len(factors))
+    fig, axes = plt.subplots(2, cols, figsize=(2.6 * cols + 0.6, 5.6), sharey="row", squeeze=False)
+    budget = summary["steps"]
+    for col, factor in enumerate(factors):
+        ax, ax_steps = axes[0, col], axes[1, col]
         rows = [r for r in summary["rows"] if r["factor"] == factor]
         x = np.arange(len(rows))
         means = [np.nan if r["test_acc"]["mean"] is None else r["test_acc"]["mean"] for r in rows]
         bars = ax.bar(x, means, 0.6, color=color_of("rmc"), alpha=0.85, linewidth=0)
-        for bar, r in zip(bars, rows):
-            if r["variant"] == summary.get("base_variant"):
-                bar.set_edgecolor("black")
-                bar.set_linewidth(1.5)
+        _outline_base(bars, rows, summary.get("base_variant"))
         for xi, r in zip(x, rows):
             ax.plot([xi] * len(r["accs"]), r["accs"], "o", ms=3.5, color="black", zorder=3)
         if lstm:
@@ -479,16 +481,43 @@ def plot_ablation(summary: Mapping, base: str | os.PathLike) -> list[str]:
         ax.axhline(summary["chance"], color="grey", ls="--", lw=1)
         if summary.get("guess_level") is not None:
             ax.axhline(summary["guess_level"], color="grey", ls=":", lw=1.2)
-        ax.set_xticks(x)
-        ax.set_xticklabels([r["value"] for r in rows], fontsize=8)
         ax.set_title(factor, fontsize=10)
         ax.set_ylim(0, 1.02)
-    axes.flat[0].set_ylabel("test accuracy")
+
+        steps = [[budget if s is None else s for s in r["steps_to_threshold"]] for r in rows]
+        bars = ax_steps.bar(
+            x,
+            [np.mean(v) if v else np.nan for v in steps],
+            0.6,
+            color=color_of("rmc"),
+            alpha=0.5,
+            linewidth=0,
+        )
+        _outline_base(bars, rows, summary.get("base_variant"))
+        for xi, r, v in zip(x, rows, steps):
+            missed = [s is None for s in r["steps_to_threshold"]]
+            for value, miss in zip(v, missed):
+                ax_steps.plot(
+                    xi,
+                    value,
+                    "x" if miss else "o",
+                    ms=5 if miss else 3.5,
+                    color="#d62728" if miss else "black",
+                    zorder=3,
+                )
+        ax_steps.axhline(budget, color="grey", ls="--", lw=1)
+        ax_steps.set_ylim(0, budget * 1.05)
+        for a in (ax, ax_steps):
+            a.set_xticks(x)
+            a.set_xticklabels([r["value"] for r in rows], fontsize=8)
+    axes[0, 0].set_ylabel("test accuracy")
+    axes[1, 0].set_ylabel(f"steps to {100 * summary['threshold']:.0f}% (validation)")
     note = "bars: mean over seeds (outlined: the base RMC), dots: seeds; grey dashes: chance"
     if summary.get("guess_level") is not None:
         note += ", dotted: guess level"
     if lstm:
         note += "; orange: matched LSTM"
+    note += "; bottom dashes: the step budget"
     fig.suptitle(f"Ablations of the RMC on {summary['label']}\n{note}", fontsize=9)
     fig.tight_layout()
     return save(fig, base)

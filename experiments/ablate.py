@@ -151,7 +151,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         except ValueError as exc:
             p.error(str(exc))
     if args.out is None:
-        folder = "ablation" if args.task is None else f"ablation_{args.task}"
+        folder = "ablation" if args.task in (None, default_task(args)) else f"ablation_{args.task}"
         args.out = str(Path("runs") / ("tiny" if args.tiny else "quick") / folder)
     return args
 
@@ -227,12 +227,17 @@ def _variant_label(factor: str, value: str, memory) -> str:
     return value
 
 
+def default_task(args) -> str:
+    """The task a sweep ablates when --task is not given."""
+    return "pair_matching" if args.tiny else "nth_farthest_k3"
+
+
 def base_plan(args):
     """The main study's plan of the task to ablate, at the sweep's step budget."""
     from experiments.plan import quick_plan, tiny_plan
 
     plans = {p.key: p for p in (tiny_plan() if args.tiny else quick_plan())}
-    key = args.task or ("pair_matching" if args.tiny else "nth_farthest_k3")
+    key = args.task or default_task(args)
     synthetic = sorted(k for k, p in plans.items() if not p.task.startswith("babi_qa"))
     if key not in synthetic:
         raise SystemExit(f"--task {key!r} is not one of this study's synthetic tasks {synthetic}")

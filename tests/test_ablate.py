@@ -134,6 +134,7 @@ def test_main_report_gains_the_ablation(study_with_ablation):
     # a sweep on a second task gets its own folder and section, after the first
     args = ablate.parse_args(["--tiny", "--task", "nth_farthest_k2"])
     assert Path(args.out) == Path("runs", "tiny", "ablation_nth_farthest_k2")
+    assert ablate.parse_args(["--task", "nth_farthest_k3"]).out == str(Path("runs/quick/ablation"))
     second = ["--tiny", "--task", "nth_farthest_k2", "--factors", "gate", "--no-lstm"]
     assert ablate.main([*second, "--out", str(out / "ablation_nth_farthest_k2")]) == 0
     report = (out / "report.md").read_text()

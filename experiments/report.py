@@ -309,6 +309,10 @@ def _ablation(summary: Mapping, first: bool = True) -> list[str]:
             f"- {factor}: best {best['label']} ({_pct(best['test_acc']['mean'])}), worst "
             f"{worst['label']} ({_pct(worst['test_acc']['mean'])})"
         )
+        gap = best["test_acc"]["mean"] - worst["test_acc"]["mean"]
+        noise = 2 * max(best["test_acc"]["std"], worst["test_acc"]["std"])
+        if len(best["accs"]) > 1 and gap <= noise:
+            line += f", a gap within twice the seeds' spread ({100 * noise:.1f} points)"
         if lstm is not None:
             level = lstm["test_acc"]["mean"] + 0.02
             lost = [r["label"] for r in group if r["test_acc"]["mean"] <= level]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -405,27 +404,6 @@ def load_summary(folder: str | os.PathLike) -> dict | None:
 # ------------------------------------------------------------------------------ running
 
 
-def _prepare_out(out: Path, resume: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"--out {out} is a file, not a directory")
-    ours = (out / "ablation.json").exists() or (out / "jobs").is_dir()
-    if not resume and out.is_dir() and any(out.iterdir()) and not ours:
-        raise SystemExit(
-            f"--out {out} is not empty and holds no earlier sweep; its "
-            f"{', '.join(GENERATED)} folders would be replaced. Choose a new or empty directory."
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("", encoding="utf-8")
-        probe.unlink()
-    except OSError as exc:
-        raise SystemExit(f"--out {out} is not a writable directory ({exc.strerror})") from None
-    if not resume:
-        for sub in GENERATED:
-            shutil.rmtree(out / sub, ignore_errors=True)
-
-
 def _update_main_report(study_dir: Path) -> Path | None:
     """Put every sweep of `study_dir` into its main study's results.json and report.md."""
     from experiments.report import write_report
@@ -448,7 +426,7 @@ def run_ablation(args) -> dict:
     from experiments import figures
     from experiments.runner import job_cost, job_name, run_job_safely
     from experiments.study import _json_default, _relative
-    from experiments.sweep import default_workers, open_executor, run_sweep
+    from experiments.sweep import default_workers, open_executor, prepare_output, run_sweep
 
     start = time.perf_counter()
     plan = base_plan(args)
@@ -461,7 +439,8 @@ def run_ablation(args) -> dict:
         print(f"{len(jobs)} jobs: {len(grid)} variants x seeds {list(args.seed_list)}")
         return {}
     out = Path(args.out)
-    _prepare_out(out, args.resume)
+    ours = (out / "ablation.json").exists() or (out / "jobs").is_dir()
+    prepare_output(out, ours=ours, resume=args.resume, generated=GENERATED, what="sweep")
 
     done: dict[str, dict] = {}
     earlier_wall = 0.0  # a resumed sweep reports the wall time of all its invocations

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 import tasks
-from experiments.plan import MODEL_LABELS, TaskPlan
+from experiments.plan import MODEL_LABELS, MemorySize, TaskPlan
 from experiments.training import evaluate, fit, predict
 from models import (
     LSTM,
@@ -104,33 +104,21 @@ def load_task_data(
 # ------------------------------------------------------------------------------ models
 
 
+def _memory_options(m: MemorySize, seed: int) -> dict:
+    """Keyword arguments of RelationalMemory and RelationalRNNCell for memory `m`."""
+    return dict(num_blocks=m.blocks, gate_style=m.gate, use_residual=m.residual, rng=seed)
+
+
 def _rmc(plan: TaskPlan, input_size: int, num_classes: int, seed: int) -> SequenceClassifier:
     m = plan.memory
-    core = RelationalMemory(
-        input_size,
-        m.slots,
-        m.head_size,
-        m.heads,
-        num_blocks=m.blocks,
-        gate_style=m.gate,
-        use_residual=m.residual,
-        rng=seed,
-    )
+    core = RelationalMemory(input_size, m.slots, m.head_size, m.heads, **_memory_options(m, seed))
     return SequenceClassifier(core, num_classes, mlp_hidden=plan.mlp_hidden, rng=seed + 7919)
 
 
 def _rrnn(plan: TaskPlan, input_size: int, num_classes: int, hidden: int, seed: int):
     m = plan.memory
     core = RelationalRNNCell(
-        input_size,
-        hidden,
-        m.slots,
-        m.head_size,
-        m.heads,
-        num_blocks=m.blocks,
-        gate_style=m.gate,
-        use_residual=m.residual,
-        rng=seed,
+        input_size, hidden, m.slots, m.head_size, m.heads, **_memory_options(m, seed)
     )
     return SequenceClassifier(core, num_classes, mlp_hidden=plan.mlp_hidden, rng=seed + 7919)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import replace
@@ -43,7 +42,7 @@ from experiments.runner import (
     make_job,
     run_job_safely,
 )
-from experiments.sweep import open_executor, run_sweep
+from experiments.sweep import default_workers, open_executor, prepare_output, run_sweep
 
 MODEL_SHORT = {"lstm": "LSTM", "rmc": "RMC", "rrnn": "RRNN cell"}
 GENERATED = ("jobs", "metrics", "checkpoints", "figures")
@@ -384,24 +383,10 @@ def run_study(args) -> int:
     ours = any((out / name).exists() for name in ("results.json", "jobs")) or any(
         out.glob("ablation*/ablation.json")
     )
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"--out {out} is a file, not a directory")
-    if not args.resume and out.is_dir() and any(out.iterdir()) and not ours:
-        raise SystemExit(
-            f"--out {out} is not empty and holds no earlier run of this study; its "
-            f"{', '.join(GENERATED)} folders would be replaced. Choose a new or empty directory."
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("", encoding="utf-8")
-        probe.unlink()
-    except OSError as exc:
-        raise SystemExit(f"--out {out} is not a writable directory ({exc.strerror})") from None
-    if not args.resume:
-        for sub in GENERATED:
-            shutil.rmtree(out / sub, ignore_errors=True)
-    workers = args.workers or max(1, min(2, os.cpu_count() or 1))
+    prepare_output(
+        out, ours=ours, resume=args.resume, generated=GENERATED, what="run of this study"
+    )
+    workers = args.workers or default_workers()
 
     jobs = [
         make_job(p, kind, seed, str(out), babi_dir, resume=args.resume)

@@ -19,10 +19,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 _ADDRESS = re.compile(
@@ -120,6 +122,34 @@ def open_executor(
     pool.shutdown()
 
 
+def prepare_output(
+    out: Path, *, ours: bool, resume: bool, generated: Sequence[str], what: str
+) -> None:
+    """Make `out` ready for a run: refuse a file or a foreign non-empty folder, check that it
+    is writable, and (unless resuming) clear the `generated` subfolders of an earlier run.
+
+    ours: whether `out` holds an earlier run of the same script; what: that run, in words.
+    Raises SystemExit naming the folder, before anything is trained.
+    """
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out {out} is a file, not a directory")
+    if not resume and out.is_dir() and any(out.iterdir()) and not ours:
+        raise SystemExit(
+            f"--out {out} is not empty and holds no earlier {what}; its "
+            f"{', '.join(generated)} folders would be replaced. Choose a new or empty directory."
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("", encoding="utf-8")
+        probe.unlink()
+    except OSError as exc:
+        raise SystemExit(f"--out {out} is not a writable directory ({exc.strerror})") from None
+    if not resume:
+        for sub in generated:
+            shutil.rmtree(out / sub, ignore_errors=True)
+
+
 def _describe(job: Any) -> str:
     return str(job.get("name", job)) if isinstance(job, dict) else str(job)
 
@@ -178,5 +208,6 @@ __all__ = [
     "check_scheduler_address",
     "default_workers",
     "open_executor",
+    "prepare_output",
     "run_sweep",
 ]

@@ -1,6 +1,6 @@
 """Which parts of the relational memory matter? Train every variant of the RMC over seeds.
 
-    python -m experiments.ablate                  # the sweep on Nth-farthest K=3, two seeds
+    python -m experiments.ablate                  # the sweep on Nth-farthest K=3, three seeds
     python -m experiments.ablate --tiny           # a seconds-long run of the same grid
     python -m experiments.ablate --scheduler tcp://HOST:8786    # the same sweep on Dask
 
@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown or not factors:
         p.error(f"--factors must name some of {','.join(FACTORS)}, got {args.factors!r}")
     args.factor_list = tuple(f for f in FACTORS if f in factors)
+    if args.seeds is not None and not args.seeds.strip():
+        p.error("--seeds is empty; give comma-separated integers such as 0,1,2")
     try:
         args.seed_list = tuple(
             int(s) for s in (args.seeds or ("0" if args.tiny else "0,1,2")).split(",")
@@ -156,6 +159,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------ the grid
+
+
+class UsageError(ValueError):
+    """A command-line value found wrong after parsing (reported as a usage error, exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +246,7 @@ def base_plan(args):
     key = args.task or default_task(args)
     synthetic = sorted(k for k, p in plans.items() if not p.task.startswith("babi_qa"))
     if key not in synthetic:
-        raise SystemExit(f"--task {key!r} is not one of this study's synthetic tasks {synthetic}")
+        raise UsageError(f"--task {key!r} is not one of this study's synthetic tasks {synthetic}")
     plan = replace(plans[key], hard=None, hard_label="", models=("rmc",))
     if args.steps is not None:
         plan = replace(
@@ -251,7 +258,7 @@ def base_plan(args):
     return plan
 
 
-def make_jobs(args, plan, grid: list[Variant]) -> list[dict]:
+def make_jobs(args, plan, grid: list[Variant], out: str | os.PathLike | None = None) -> list[dict]:
     """One job per variant and seed, in grid order; longest (most slots) first is the
     caller's business."""
     from experiments.runner import make_job
@@ -266,7 +273,7 @@ def make_jobs(args, plan, grid: list[Variant]) -> list[dict]:
             models=(v.model,),
         )
         for seed in args.seed_list:
-            job = make_job(vplan, v.model, seed, args.out, None, resume=args.resume)
+            job = make_job(vplan, v.model, seed, str(out or args.out), None, resume=args.resume)
             job["variant"] = v.key
             jobs.append(job)
     return jobs
@@ -277,11 +284,12 @@ def make_jobs(args, plan, grid: list[Variant]) -> list[dict]:
 
 def summarise(plan, grid: list[Variant], by_variant: dict[str, list[dict]], meta) -> dict:
     """The sweep's table as a JSON-ready dict: one row per (factor, value) of the grid."""
+    from experiments.runner import finished
     from experiments.study import _summary
 
     runs_of = {
         v.key: sorted(
-            (r for r in by_variant.get(v.key, []) if r.get("test_acc") is not None),
+            (r for r in by_variant.get(v.key, []) if finished(r)),
             key=lambda r: r["seed"],
         )
         for v in grid
@@ -328,12 +336,20 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+def _mean_text(acc: dict, runs: int) -> str:
+    if acc["mean"] is None:
+        return "no finished run"
+    if runs == 1:
+        return f"{_pct(acc['mean'])} (1 seed)"
+    return f"{_pct(acc['mean'])} ± {100 * acc['std']:.1f}"
+
+
 def table_lines(summary: dict) -> list[str]:
     """The ablation table as fixed-width text, one line per variant after a header."""
     lines = [f"{'factor':9s} {'variant':16s} {'params':>8s} {'test acc':>15s}  per seed"]
     for row in summary["rows"]:
         acc = row["test_acc"]
-        mean = "failed" if acc["mean"] is None else f"{_pct(acc['mean'])} ± {100 * acc['std']:.1f}"
+        mean = _mean_text(acc, len(row["accs"]))
         seeds = " ".join(_pct(a) for a in row["accs"])
         params = "" if row["params"] is None else str(row["params"])
         lines.append(f"{row['factor']:9s} {row['label']:16s} {params:>8s} {mean:>15s}  {seeds}")
@@ -355,7 +371,7 @@ def markdown_lines(summary: dict, figure_dir: str = "") -> list[str]:
     ]
     for row in summary["rows"]:
         acc = row["test_acc"]
-        mean = "failed" if acc["mean"] is None else f"{_pct(acc['mean'])} ± {100 * acc['std']:.1f}"
+        mean = _mean_text(acc, len(row["accs"]))
         hits = ", ".join("—" if s is None else str(s) for s in row["steps_to_threshold"])
         lines.append(
             f"| {row['factor']} | {row['label']} | {row['params'] or ''} | {mean} | "
@@ -424,68 +440,79 @@ def run_ablation(args) -> dict:
 
     import tasks
     from experiments import figures
-    from experiments.runner import job_cost, job_name, run_job_safely
-    from experiments.study import _json_default, _relative
-    from experiments.sweep import default_workers, open_executor, prepare_output, run_sweep
+    from experiments.runner import finished, job_cost, job_name, run_job_safely
+    from experiments.study import _json_default, _relative, interrupted_run, load_finished
+    from experiments.sweep import (
+        ExecutorError,
+        default_workers,
+        open_executor,
+        prepare_output,
+        run_sweep,
+    )
 
     start = time.perf_counter()
     plan = base_plan(args)
     grid = variants(plan.memory, args.factor_list, lstm=not args.no_lstm)
-    jobs = make_jobs(args, plan, grid)
+    out = Path(args.out).resolve()  # absolute, so that workers elsewhere write here too
+    jobs = make_jobs(args, plan, grid, out)
     if args.list:
         for v in grid:
             where = ", ".join(f"{f}={val}" for f, val in v.groups)
             print(f"{v.key:24s} {v.model:5s} {where}")
         print(f"{len(jobs)} jobs: {len(grid)} variants x seeds {list(args.seed_list)}")
         return {}
-    out = Path(args.out)
-    ours = (out / "ablation.json").exists() or (out / "jobs").is_dir()
-    prepare_output(out, ours=ours, resume=args.resume, generated=GENERATED, what="sweep")
 
-    done: dict[str, dict] = {}
-    earlier_wall = 0.0  # a resumed sweep reports the wall time of all its invocations
-    if args.resume:
-        earlier = load_summary(out)
-        if earlier is not None and earlier.get("rows"):
-            earlier_wall = float(earlier.get("wall_time") or 0.0)
-        for job in jobs:
-            path = out / "jobs" / f"{job_name(job)}.json"
-            if path.exists():
-                result = json.loads(path.read_text(encoding="utf-8"))
-                if result.get("plan") == job["plan"]:
-                    done[job_name(job)] = result
+    done = load_finished(out, jobs) if args.resume else {}
+    earlier = load_summary(out) if args.resume else None
+    # a resumed sweep reports the wall time of all its invocations
+    earlier_wall = float(earlier.get("wall_time") or 0.0) if earlier else 0.0
     seq = tasks.task_meta(plan.task, **plan.options).seq_len
     pending = [j for j in jobs if job_name(j) not in done]
     pending.sort(key=lambda j: -job_cost(j, seq) * j["plan"]["memory"]["slots"])
+    workers = args.workers or default_workers()
     if args.scheduler:
         where = f"the Dask scheduler at {args.scheduler}"
     else:
-        workers = args.workers or default_workers()
         where = "this process" if workers == 1 else f"{workers} local processes"
-    print(
-        f"{len(jobs)} runs ({len(done)} already done): {len(grid)} variants x seeds "
-        f"{list(args.seed_list)} on {plan.label}, {plan.steps} steps each; {where}; "
-        f"output in {out}",
-        flush=True,
-    )
 
     def failed(i: int, exc: BaseException) -> dict:
         return {"name": job_name(pending[i]), "status": "failed", "message": f"{exc!r}"}
 
-    with open_executor(args.workers, args.scheduler) as executor:
-        results, interrupted = run_sweep(run_job_safely, pending, executor, on_error=failed)
+    # reach the scheduler (or start the pool) before touching --out: a failure loses nothing
+    executors = ExitStack()
+    try:
+        executor = executors.enter_context(
+            open_executor(min(workers, max(1, len(pending))), args.scheduler)
+        )
+    except ExecutorError as exc:
+        raise SystemExit(str(exc)) from None
+    with executors:
+        if not prepare_output(out, kind="sweep", resume=args.resume, generated=GENERATED):
+            if args.resume:
+                print(f"nothing to resume in {out}; starting afresh", flush=True)
+        print(
+            f"{len(jobs)} runs ({len(done)} already done): {len(grid)} variants x seeds "
+            f"{list(args.seed_list)} on {plan.label}, {plan.steps} steps each; {where}; "
+            f"output in {out}",
+            flush=True,
+        )
+        results, interrupted = run_sweep(
+            run_job_safely,
+            pending,
+            executor,
+            on_error=failed,
+            stop_when=interrupted_run,
+            name_of=job_name,
+        )
     by_name = dict(done)
     for job, res in zip(pending, results):
-        if res is not None:
-            by_name[job_name(job)] = res
-            if (
-                res.get("test_acc") is not None
-                and not (out / "jobs").joinpath(f"{job_name(job)}.json").exists()
-            ):  # a worker on another machine wrote its copy there
-                (out / "jobs").mkdir(exist_ok=True)
-                (out / "jobs" / f"{job_name(job)}.json").write_text(
-                    json.dumps(res, default=_json_default), encoding="utf-8"
-                )
+        if res is None:
+            continue
+        by_name[job_name(job)] = res
+        saved = out / "jobs" / f"{job_name(job)}.json"
+        if finished(res) and not saved.exists():  # a worker on another machine wrote its copy
+            saved.parent.mkdir(exist_ok=True)
+            saved.write_text(json.dumps(res, default=_json_default), encoding="utf-8")
     by_variant: dict[str, list[dict]] = {}
     for job in jobs:
         res = by_name.get(job_name(job))
@@ -494,13 +521,13 @@ def run_ablation(args) -> dict:
 
     meta = tasks.task_meta(plan.task, **plan.options)
     summary = summarise(plan, grid, by_variant, meta)
-    finished = [r for r in by_name.values() if r.get("test_acc") is not None]
+    done_runs = [r for r in by_name.values() if finished(r)]
     summary.update(
         seeds=list(args.seed_list),
-        runs=len(finished),
+        runs=len(done_runs),
         executor=where,
         wall_time=earlier_wall + time.perf_counter() - start,
-        run_time=float(np.sum([r["wall_time"] for r in finished])) if finished else 0.0,
+        run_time=float(np.sum([r["wall_time"] for r in done_runs])) if done_runs else 0.0,
         problems=[
             {"name": r["name"], "status": r["status"], "message": r.get("message")}
             for r in by_name.values()
@@ -508,7 +535,7 @@ def run_ablation(args) -> dict:
         ],
         interrupted=interrupted,
     )
-    if finished:
+    if done_runs:
         paths = figures.plot_ablation(summary, out / "figures" / "ablation")
         summary["figure"] = {"png": paths[0], "svg": paths[1]}
     summary = _relative(summary, out)
@@ -541,7 +568,11 @@ def main(argv: list[str] | None = None) -> int:
     from experiments.compare import set_threads
 
     set_threads(args.threads)
-    summary = run_ablation(args)
+    try:
+        summary = run_ablation(args)
+    except UsageError as exc:
+        print(f"python -m experiments.ablate: error: {exc}", file=sys.stderr)
+        return 2
     if summary.get("interrupted"):
         print("interrupted: rerun with --resume to train the rest", flush=True)
         return 130
@@ -550,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = [
     "FACTORS",
+    "UsageError",
     "Variant",
     "base_plan",
     "load_summaries",

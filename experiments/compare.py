@@ -132,6 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.mode = mode
     if args.out is None:
         args.out = str(Path("runs") / mode)
+    if args.seeds is not None and not args.seeds.strip():
+        p.error("--seeds is empty; give comma-separated integers such as 0,1")
     try:
         default_seeds = {"quick": "0,1", "full": "0,1,2", "tiny": "0"}[mode]
         args.seed_list = tuple(int(s) for s in (args.seeds or default_seeds).split(","))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import zlib
 from dataclasses import dataclass
@@ -30,6 +31,12 @@ from tensorgrad import checkpoint
 from tensorgrad.optim import Adam, WarmupLR
 
 DATA_SEED = 20180601
+FINISHED = ("completed", "target_reached", "early_stopped")
+
+
+def finished(result: dict | None) -> bool:
+    """Whether a job's result is a run that ended normally (not failed, cut short or skipped)."""
+    return result is not None and result.get("status") in FINISHED
 
 
 @dataclass
@@ -210,6 +217,24 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
+def _same_plan_checkpoints(ckpt_dir: Path, job: dict, log) -> bool:
+    """Whether the checkpoints in `ckpt_dir` were written under this job's plan (so that a
+    resumed run continues them); checkpoints of another budget are removed instead."""
+    stamp = ckpt_dir / "plan.json"
+    if not stamp.exists():
+        return True  # nothing saved yet, or saved before plans were stamped
+    if json.loads(stamp.read_text(encoding="utf-8")) == job["plan"]:
+        return True
+    log(f"{job_name(job)}: its checkpoints were made under another plan; training afresh")
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return False
+
+
+def _stamp_plan(ckpt_dir: Path, job: dict) -> None:
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (ckpt_dir / "plan.json").write_text(json.dumps(job["plan"]), encoding="utf-8")
+
+
 def run_job(job: dict, log=_print) -> dict:
     """Train one model on one task with one seed; returns (and saves) its result dict."""
     plan = TaskPlan.from_dict(job["plan"])
@@ -219,10 +244,13 @@ def run_job(job: dict, log=_print) -> dict:
     model, info = build_model(kind, plan, data.meta.input_size, data.meta.num_classes, seed)
     opt = Adam(model.parameters(), lr=plan.lr)
     sched = WarmupLR(opt, warmup_steps=plan.warmup)
+    ckpt_dir = out / "checkpoints" / name
+    resume = _same_plan_checkpoints(ckpt_dir, job, log) if job.get("resume") else False
     tags = {"task": plan.key, "model": kind, "seed": seed}
     if job.get("n_train"):
         tags["n_train"] = job["n_train"]
 
+    _stamp_plan(ckpt_dir, job)
     res = fit(
         model,
         opt,
@@ -236,8 +264,8 @@ def run_job(job: dict, log=_print) -> dict:
         eval_every=plan.eval_every,
         target_accuracy=plan.target_accuracy,
         seed=seed,
-        checkpoint_dir=out / "checkpoints" / name,
-        resume=job.get("resume", False),
+        checkpoint_dir=ckpt_dir,
+        resume=resume,
         metrics_path=out / "metrics" / f"{name}.jsonl",
         tags=tags,
         log=log,
@@ -254,7 +282,11 @@ def run_job(job: dict, log=_print) -> dict:
         "n_train": job.get("n_train"),
         "plan": job["plan"],
         "status": res.status,
-        "message": res.message,
+        "message": (
+            f"interrupted at step {res.step}; rerun with --resume to continue from there"
+            if res.status == "interrupted"
+            else res.message
+        ),
         **info,
         "steps_done": res.step,
         "best_step": res.best_step,
@@ -279,7 +311,7 @@ def run_job(job: dict, log=_print) -> dict:
         tmp.write_text(json.dumps(result), encoding="utf-8")
         os.replace(tmp, path)
     log(
-        f"{plan.key} {kind} {seed} | {res.status}: {res.message} | test acc "
+        f"{plan.key} {kind} {seed} | {res.status}: {result['message']} | test acc "
         f"{test.accuracy:.3f} | {train_time:.0f}s"
     )
     return result
@@ -312,9 +344,11 @@ def load_model(result: dict, plan: TaskPlan, meta) -> SequenceClassifier:
 
 
 __all__ = [
+    "FINISHED",
     "TaskData",
     "babi_task_id",
     "build_model",
+    "finished",
     "job_cost",
     "job_name",
     "load_model",

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from experiments.plan import (
 from experiments.report import write_report
 from experiments.runner import (
     babi_task_id,
+    finished,
     job_cost,
     job_name,
     load_model,
@@ -42,7 +44,13 @@ from experiments.runner import (
     make_job,
     run_job_safely,
 )
-from experiments.sweep import default_workers, open_executor, prepare_output, run_sweep
+from experiments.sweep import (
+    ExecutorError,
+    default_workers,
+    open_executor,
+    prepare_output,
+    run_sweep,
+)
 
 MODEL_SHORT = {"lstm": "LSTM", "rmc": "RMC", "rrnn": "RRNN cell"}
 GENERATED = ("jobs", "metrics", "checkpoints", "figures")
@@ -115,11 +123,8 @@ def _babi_dir(args, plans: list[TaskPlan]) -> tuple[str | None, str | None]:
     return str(path), None
 
 
-def _run_jobs(
-    jobs: list[dict], workers: int, scheduler: str | None = None
-) -> tuple[dict[str, dict], bool]:
-    """Run jobs in order, `workers` local processes at a time or on the Dask scheduler at
-    `scheduler`; returns ({name: result}, interrupted)."""
+def _run_jobs(jobs: list[dict], executor) -> tuple[dict[str, dict], bool]:
+    """Run jobs in order on `executor`; returns ({name: result}, interrupted)."""
     from tqdm.auto import tqdm
 
     results: dict[str, dict] = {}
@@ -132,11 +137,28 @@ def _run_jobs(
     def failed(i: int, exc: BaseException) -> dict:
         return {"name": job_name(jobs[i]), "status": "failed", "message": repr(exc)}
 
-    with open_executor(min(workers, max(1, len(jobs))), scheduler) as executor:
-        _, interrupted = run_sweep(run_job_safely, jobs, executor, done, failed)
+    _, interrupted = run_sweep(
+        run_job_safely, jobs, executor, done, failed, stop_when=interrupted_run, name_of=job_name
+    )
     bar.close()
-    interrupted |= any(r["status"] == "interrupted" for r in results.values())
     return results, interrupted
+
+
+def interrupted_run(result: dict) -> bool:
+    """Whether a job's result says that Ctrl-C cut it short."""
+    return result.get("status") == "interrupted"
+
+
+def load_finished(out: Path, jobs: list[dict]) -> dict[str, dict]:
+    """The saved results in `out`/jobs of those `jobs` that finished under the same plan."""
+    done = {}
+    for job in jobs:
+        path = out / "jobs" / f"{job_name(job)}.json"
+        if path.exists():
+            result = json.loads(path.read_text(encoding="utf-8"))
+            if result.get("plan") == job["plan"] and finished(result):  # a new budget retrains
+                done[job_name(job)] = result
+    return done
 
 
 def _summary(values: list[float]) -> dict[str, float | None]:
@@ -161,7 +183,7 @@ def _assemble_task(plan: TaskPlan, runs: dict[str, list[dict]], data) -> dict[st
     models = {}
     for kind in plan.models:
         ok = sorted(
-            (r for r in runs.get(kind, []) if r.get("test_acc") is not None),
+            (r for r in runs.get(kind, []) if finished(r)),
             key=lambda r: r["seed"],
         )
         if not ok:
@@ -342,7 +364,7 @@ def _sample_efficiency(se: SampleEfficiencyPlan, by_name: dict[str, dict]) -> di
                 by_name[name]["test_acc"]
                 for seed in se.seeds
                 if (name := f"sample_efficiency__{kind}__s{seed}__n{n}") in by_name
-                and by_name[name].get("test_acc") is not None
+                and finished(by_name[name])
             ]
             if accs:
                 by_size[str(n)] = accs
@@ -369,7 +391,7 @@ def run_study(args) -> int:
         for p in plans:
             say(f"{p.key:20s} {p.label} ({p.steps} steps x {p.batch_size})")
         return 0
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # absolute, so that workers elsewhere write here too
     babi_dir, babi_note = _babi_dir(args, plans)
     if babi_note:
         say(babi_note)
@@ -380,13 +402,8 @@ def run_study(args) -> int:
             if babi_note
             else "nothing to run: no task selected"
         )
-    ours = any((out / name).exists() for name in ("results.json", "jobs")) or any(
-        out.glob("ablation*/ablation.json")
-    )
-    prepare_output(
-        out, ours=ours, resume=args.resume, generated=GENERATED, what="run of this study"
-    )
     workers = args.workers or default_workers()
+    scheduler = getattr(args, "scheduler", None)
 
     jobs = [
         make_job(p, kind, seed, str(out), babi_dir, resume=args.resume)
@@ -401,23 +418,28 @@ def run_study(args) -> int:
         for seed in se.seeds
     ]
     seq = {p.key: _seq_len(p) for p in [*plans, se.task]}
-    done: dict[str, dict] = {}
-    if args.resume:
-        for job in jobs:
-            path = out / "jobs" / f"{job_name(job)}.json"
-            if path.exists():
-                result = json.loads(path.read_text(encoding="utf-8"))
-                if result.get("plan") == job["plan"]:  # a changed budget trains again
-                    done[job_name(job)] = result
+    done = load_finished(out, jobs) if args.resume else {}
     pending = [j for j in jobs if job_name(j) not in done]
     pending.sort(key=lambda j: -job_cost(j, seq[j["plan"]["key"]]))
-    scheduler = getattr(args, "scheduler", None)
-    where = f"the Dask scheduler at {scheduler}" if scheduler else f"{workers} worker(s)"
-    say(
-        f"{len(jobs)} runs ({len(done)} already done), {where}, "
-        f"seeds {list(args.seed_list)}, output in {out}"
-    )
-    ran, interrupted = _run_jobs(pending, workers, scheduler)
+
+    # reach the scheduler (or start the pool) before touching --out: a failure loses nothing
+    executors = ExitStack()
+    try:
+        executor = executors.enter_context(
+            open_executor(min(workers, max(1, len(pending))), scheduler)
+        )
+    except ExecutorError as exc:
+        raise SystemExit(str(exc)) from None
+    with executors:
+        earlier = prepare_output(out, kind="study", resume=args.resume, generated=GENERATED)
+        if args.resume and not earlier:
+            say(f"nothing to resume in {out}; starting afresh")
+        where = f"the Dask scheduler at {scheduler}" if scheduler else f"{workers} worker(s)"
+        say(
+            f"{len(jobs)} runs ({len(done)} already done), {where}, "
+            f"seeds {list(args.seed_list)}, output in {out}"
+        )
+        ran, interrupted = _run_jobs(pending, executor)
     by_name = {**done, **ran}
     problems = [r for r in by_name.values() if r["status"] in ("failed", "nonfinite")]
     train_time = time.perf_counter() - start
@@ -444,7 +466,7 @@ def run_study(args) -> int:
     for p in plans:
         runs: dict[str, list[dict]] = {}
         for r in by_name.values():
-            if r.get("task") == p.key and r.get("test_acc") is not None:
+            if r.get("task") == p.key and finished(r):
                 runs.setdefault(r["model"], []).append(r)
         if not runs:
             continue

@@ -27,9 +27,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-_ADDRESS = re.compile(
-    r"^(?:(tcp|tls|inproc|ucx|ws|wss)://)?([^\s:/]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$"
-)
+_ADDRESS = re.compile(r"^(?:(tcp|tls|ws|wss)://)?([^\s:/]+|\[[0-9a-fA-F:]+\]):(\d+)$")
+
+
+class ExecutorError(RuntimeError):
+    """The executor could not be set up: dask missing, or the scheduler out of reach."""
 
 
 class SerialExecutor(Executor):
@@ -47,14 +49,57 @@ class SerialExecutor(Executor):
         return future
 
 
+CONNECT_TIMEOUT = 30.0  # seconds to wait for a Dask scheduler
+_stop_event = None  # set in each LocalPool worker: once set, queued calls return None
+
+
+def _init_worker(event) -> None:
+    global _stop_event
+    _stop_event = event
+
+
+def _unless_stopped(fn, *args, **kwargs):
+    """fn(*args, **kwargs) in a pool worker, or None once the pool has been stopped."""
+    if _stop_event is not None and _stop_event.is_set():
+        return None
+    return fn(*args, **kwargs)
+
+
+class LocalPool(ProcessPoolExecutor):
+    """A process pool whose stop() also skips the calls already handed to a worker's queue
+    (cancel_futures reaches only those still in the parent)."""
+
+    def __init__(self, workers: int):
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        ctx = multiprocessing.get_context(method)
+        self._stop = ctx.Event()
+        super().__init__(
+            max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(self._stop,)
+        )
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        """Run fn(*args, **kwargs) in a worker unless the pool is stopped first (result None)."""
+        return super().submit(_unless_stopped, fn, *args, **kwargs)
+
+    def stop(self) -> None:
+        """Start no more calls: queued ones are cancelled or return None; running ones finish."""
+        self._stop.set()
+        self.shutdown(wait=False, cancel_futures=True)
+
+
 def check_scheduler_address(address: str) -> str:
-    """The Dask scheduler address `address` ("tcp://host:port" or "host:port"), checked.
+    """The Dask scheduler address `address` ("tcp://host:port" or "host:port"; tls://, ws:// and
+    wss:// also), checked.
 
     Raises ValueError naming the address when it is not of that form, before anything connects.
     """
     text = address.strip()
     match = _ADDRESS.match(text)
-    if not match or not 0 < int(match.group(3)) < 65536:
+    if match and not 0 < int(match.group(3)) < 65536:
+        raise ValueError(
+            f"scheduler address {address!r}: port {match.group(3)} is not between 1 and 65535"
+        )
+    if not match:
         raise ValueError(
             f"scheduler address {address!r} is not of the form tcp://HOST:PORT (e.g. "
             "tcp://127.0.0.1:8786, as printed by `dask scheduler`)"
@@ -73,7 +118,7 @@ def default_workers() -> int:
 
 @contextmanager
 def open_executor(
-    workers: int | None = None, scheduler: str | None = None, connect_timeout: float = 30.0
+    workers: int | None = None, scheduler: str | None = None, connect_timeout: float | None = None
 ) -> Iterator[Executor]:
     """An Executor for a sweep, shut down on exit.
 
@@ -83,16 +128,17 @@ def open_executor(
     """
     if scheduler is not None:
         address = check_scheduler_address(scheduler)
+        connect_timeout = CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
         try:
             from distributed import Client
         except ImportError:
-            raise RuntimeError(
+            raise ExecutorError(
                 "a --scheduler sweep needs dask.distributed: pip install -e '.[dask]'"
             ) from None
         try:
             client = Client(address, timeout=connect_timeout)
         except OSError as exc:
-            raise RuntimeError(
+            raise ExecutorError(
                 f"cannot reach the Dask scheduler at {address} within {connect_timeout:.0f}s "
                 f"({exc})"
             ) from None
@@ -112,46 +158,61 @@ def open_executor(
     if workers == 1:
         yield SerialExecutor()
         return
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+    pool = LocalPool(workers)
     try:
         yield pool
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.stop()
         raise
     pool.shutdown()
 
 
-def prepare_output(
-    out: Path, *, ours: bool, resume: bool, generated: Sequence[str], what: str
-) -> None:
-    """Make `out` ready for a run: refuse a file or a foreign non-empty folder, check that it
-    is writable, and (unless resuming) clear the `generated` subfolders of an earlier run.
+# files that mark a folder as a main study's or a sweep's: its results, or a stamp left at start
+OUTPUT_MARKERS = {"study": ("results.json", ".study"), "sweep": ("ablation.json", ".sweep")}
+_OUTPUT_NAMES = {
+    "study": "main study (python -m experiments.compare)",
+    "sweep": "ablation sweep (python -m experiments.ablate)",
+}
 
-    ours: whether `out` holds an earlier run of the same script; what: that run, in words.
-    Raises SystemExit naming the folder, before anything is trained.
+
+_ARTICLE = {"study": "a", "sweep": "an"}
+
+
+def prepare_output(out: Path, *, kind: str, resume: bool, generated: Sequence[str]) -> bool:
+    """Make `out` ready for a main study or a sweep (`kind` "study" or "sweep").
+
+    Refuses a file, the other kind's folder and a non-empty folder that is not this kind's;
+    checks that it is writable; stamps it as this kind's; unless resuming, clears the
+    `generated` subfolders of an earlier run. A study's folder may hold sweeps in ablation*
+    subfolders. Raises SystemExit naming the folder, before anything is trained. Returns
+    whether `out` held an earlier run of this kind.
     """
     if out.exists() and not out.is_dir():
         raise SystemExit(f"--out {out} is a file, not a directory")
-    if not resume and out.is_dir() and any(out.iterdir()) and not ours:
+    other = "sweep" if kind == "study" else "study"
+    if any((out / name).exists() for name in OUTPUT_MARKERS[other]):
+        hint = f" such as {out / 'ablation'}" if kind == "sweep" else ""
         raise SystemExit(
-            f"--out {out} is not empty and holds no earlier {what}; its "
+            f"--out {out} holds {_ARTICLE[other]} {_OUTPUT_NAMES[other]}; give the "
+            f"{_OUTPUT_NAMES[kind]} a folder of its own{hint}"
+        )
+    ours = any((out / name).exists() for name in OUTPUT_MARKERS[kind])
+    if kind == "study":
+        ours = ours or any(out.glob("ablation*/ablation.json"))
+    if out.is_dir() and any(out.iterdir()) and not ours:
+        raise SystemExit(
+            f"--out {out} is not empty and holds no earlier {_OUTPUT_NAMES[kind]}; its "
             f"{', '.join(generated)} folders would be replaced. Choose a new or empty directory."
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("", encoding="utf-8")
-        probe.unlink()
+        (out / OUTPUT_MARKERS[kind][1]).write_text("", encoding="utf-8")
     except OSError as exc:
         raise SystemExit(f"--out {out} is not a writable directory ({exc.strerror})") from None
     if not resume:
         for sub in generated:
             shutil.rmtree(out / sub, ignore_errors=True)
-
-
-def _describe(job: Any) -> str:
-    return str(job.get("name", job)) if isinstance(job, dict) else str(job)
+    return ours
 
 
 def run_sweep(
@@ -160,43 +221,56 @@ def run_sweep(
     executor: Executor,
     on_result: Callable[[int, Any], None] | None = None,
     on_error: Callable[[int, BaseException], Any] | None = None,
+    stop_when: Callable[[Any], bool] | None = None,
+    name_of: Callable[[Any], str] = str,
 ) -> tuple[list[Any], bool]:
     """fn(job) for every job on `executor`; returns (results in job order, interrupted).
 
     on_result(i, result) is called as each job finishes, in finishing order. A job whose call
     raises (a worker that died, say) gets on_error(i, exc) as its result, or re-raises when
-    on_error is None. After Ctrl-C, pending jobs are cancelled, finished results are kept,
-    the rest are None, and interrupted is True.
+    on_error is None; name_of(job) names it on stderr. After Ctrl-C, or a result for which
+    stop_when(result) is true (a job that saw the Ctrl-C itself), queued jobs are not started,
+    finished results are kept, the rest are None, and interrupted is True.
     """
     results: list[Any] = [None] * len(jobs)
 
-    def finish(i: int, future: Future) -> None:
+    def finish(i: int, future: Future) -> bool:
         try:
             results[i] = future.result()
         except Exception as exc:
             if on_error is None:
                 raise
-            print(f"{_describe(jobs[i])} raised {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(f"{name_of(jobs[i])} raised {type(exc).__name__}: {exc}", file=sys.stderr)
             results[i] = on_error(i, exc)
-        if on_result is not None:
+        if results[i] is not None and on_result is not None:
             on_result(i, results[i])
+        return stop_when is not None and results[i] is not None and stop_when(results[i])
 
     try:
         if isinstance(executor, SerialExecutor):
             for i, job in enumerate(jobs):
-                finish(i, executor.submit(fn, job))
-        else:
-            futures = {executor.submit(fn, job): i for i, job in enumerate(jobs)}
-            for future in as_completed(futures):
-                finish(futures[future], future)
+                if finish(i, executor.submit(fn, job)):
+                    return results, True
+            return results, False
+        futures = {executor.submit(fn, job): i for i, job in enumerate(jobs)}
+        stopped = False
+        for future in as_completed(futures):
+            if future.cancelled():
+                continue
+            if finish(futures[future], future) and not stopped:
+                stopped = True
+                _cancel_pending(executor)
+        return results, stopped
     except KeyboardInterrupt:
         _cancel_pending(executor)
         return results, True
-    return results, False
 
 
 def _cancel_pending(executor: Executor) -> None:
     """Stop `executor` from starting the jobs still queued (running ones see Ctrl-C themselves)."""
+    if isinstance(executor, LocalPool):
+        executor.stop()
+        return
     try:
         executor.shutdown(wait=False, cancel_futures=True)
     except TypeError:  # a Dask client's executor cancels on shutdown(wait=False)
@@ -204,6 +278,9 @@ def _cancel_pending(executor: Executor) -> None:
 
 
 __all__ = [
+    "ExecutorError",
+    "LocalPool",
+    "OUTPUT_MARKERS",
     "SerialExecutor",
     "check_scheduler_address",
     "default_workers",

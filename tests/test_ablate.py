@@ -90,8 +90,10 @@ def test_bad_arguments_are_named(argv, message, capsys):
 
 def test_an_unknown_task_is_named(tmp_path):
     args = ablate.parse_args(["--task", "babi_qa1", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="not one of this study's synthetic tasks"):
+    with pytest.raises(ablate.UsageError, match="not one of this study's synthetic tasks"):
         ablate.base_plan(args)
+    assert ablate.main(["--task", "babi_qa1", "--out", str(tmp_path)]) == 2
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +161,57 @@ def test_sweep_resume_keeps_finished_runs(tmp_path, capsys):
 
 def test_a_foreign_output_folder_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(SystemExit, match="holds no earlier sweep"):
+    with pytest.raises(SystemExit, match="holds no earlier ablation sweep"):
         ablate.main(["--tiny", "--factors", "gate", "--out", str(tmp_path)])
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_study_and_a_sweep_never_take_each_others_folders(study_with_ablation):
+    _, out = study_with_ablation
+    figures = sorted((out / "figures").iterdir())
+    with pytest.raises(SystemExit, match="holds a main study .* folder of its own such as"):
+        ablate.main(["--tiny", "--factors", "gate", "--out", str(out)])
+    with pytest.raises(SystemExit, match="holds an ablation sweep"):
+        compare.main(["--tiny", "--out", str(out / "ablation")])
+    assert sorted((out / "figures").iterdir()) == figures  # nothing was removed
+    assert (out / "ablation" / "ablation.json").exists()
+
+
+def test_empty_seeds_are_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as stop:
+        ablate.parse_args(["--seeds", " "])
+    assert stop.value.code == 2 and "--seeds is empty" in capsys.readouterr().err
+
+
+def test_resume_under_a_new_budget_trains_afresh(tmp_path, capsys):
+    argv = ["--tiny", "--factors", "gate", "--no-lstm", "--workers", "1", "--out", str(tmp_path)]
+    assert ablate.main([*argv, "--steps", "20"]) == 0
+    capsys.readouterr()
+    assert ablate.main([*argv, "--steps", "30", "--resume"]) == 0
+    log = capsys.readouterr().out
+    assert "3 runs (0 already done)" in log
+    assert log.count("made under another plan; training afresh") == 3
+    for path in (tmp_path / "jobs").iterdir():
+        result = json.loads(path.read_text())
+        assert result["plan"]["steps"] == 30 and result["steps_done"] == 30
+        assert result["history"][0]["step"] < 20  # trained from step 0, not continued
+
+
+def test_an_unreachable_scheduler_leaves_the_earlier_sweep_alone(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    import socket
+
+    from experiments import sweep
+
+    argv = ["--tiny", "--factors", "gate", "--no-lstm", "--steps", "10", "--out", str(tmp_path)]
+    assert ablate.main([*argv, "--workers", "1"]) == 0
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with socket.socket() as s:  # a loopback port that nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(sweep, "CONNECT_TIMEOUT", 2.0)
+    with pytest.raises(
+        SystemExit, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"
+    ):
+        ablate.main([*argv, "--scheduler", f"127.0.0.1:{port}"])
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -9,6 +9,7 @@ import pytest
 from experiments import ablate
 from experiments.runner import run_job, run_job_safely
 from experiments.sweep import (
+    LocalPool,
     SerialExecutor,
     check_scheduler_address,
     open_executor,
@@ -139,12 +140,16 @@ def test_scheduler_addresses_are_normalised(address, expected):
     assert check_scheduler_address(address) == expected
 
 
-@pytest.mark.parametrize(
-    "address", ["", "localhost", "tcp://host", "http://h:80", "h:0", "h:99999"]
-)
+@pytest.mark.parametrize("address", ["", "localhost", "tcp://host", "http://h:80", "inproc://x:1"])
 def test_malformed_scheduler_addresses_are_named(address):
     with pytest.raises(ValueError, match="is not of the form tcp://HOST:PORT"):
         check_scheduler_address(address)
+
+
+@pytest.mark.parametrize("port", ["0", "99999"])
+def test_a_scheduler_port_out_of_range_is_named(port):
+    with pytest.raises(ValueError, match=f"port {port} is not between 1 and 65535"):
+        check_scheduler_address(f"h:{port}")
 
 
 def test_worker_count_must_be_positive():
@@ -163,3 +168,39 @@ def test_an_unreachable_scheduler_is_reported():
     ):
         with open_executor(scheduler=f"127.0.0.1:{port}", connect_timeout=2):
             pass
+
+
+def _status(x):
+    return {"job": x, "status": "interrupted" if x == 2 else "completed"}
+
+
+def test_a_job_cut_short_by_ctrl_c_stops_a_serial_sweep():
+    # in one process Ctrl-C reaches the training loop, which ends its run as "interrupted"
+    with open_executor(workers=1) as executor:
+        results, interrupted = run_sweep(
+            _status, [1, 2, 3], executor, stop_when=lambda r: r["status"] == "interrupted"
+        )
+    assert interrupted
+    assert [r and r["job"] for r in results] == [1, 2, None]
+
+
+def _nap(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_stopped_pool_starts_none_of_its_queued_calls():
+    import time
+
+    pool = LocalPool(1)
+    assert pool.submit(_square, 3).result() == 9  # the worker is up
+    running = pool.submit(_nap, 1.0)
+    time.sleep(0.3)  # the worker has taken the call
+    queued = [pool.submit(_square, n) for n in range(4)]
+    pool.stop()
+    assert running.result() == 1.0
+    # queued calls are cancelled, or (already handed to the worker) skipped with None
+    assert all(f.cancelled() or f.result() is None for f in queued)
+    pool.shutdown()

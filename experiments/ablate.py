@@ -377,6 +377,15 @@ def markdown_lines(summary: dict, figure_dir: str = "") -> list[str]:
             f"| {row['factor']} | {row['label']} | {row['params'] or ''} | {mean} | "
             f"{', '.join(_pct(a) for a in row['accs'])} | {hits} |"
         )
+    problems = summary.get("problems") or []
+    if summary.get("interrupted") or problems:
+        lines += [""]
+        if summary.get("interrupted"):
+            lines.append(
+                "**Interrupted:** rows without every seed are incomplete; "
+                "`python -m experiments.ablate --resume` (same arguments) trains the rest."
+            )
+        lines += [f"- run {p['name']} {p['status']}: {p['message']}" for p in problems]
     wall = summary.get("wall_time")
     if wall is not None:
         lines += [
@@ -490,6 +499,8 @@ def run_ablation(args) -> dict:
         if not prepare_output(out, kind="sweep", resume=args.resume, generated=GENERATED):
             if args.resume:
                 print(f"nothing to resume in {out}; starting afresh", flush=True)
+        for job in pending:
+            job["out_created"] = True  # a worker that cannot see it fails with a clear error
         print(
             f"{len(jobs)} runs ({len(done)} already done): {len(grid)} variants x seeds "
             f"{list(args.seed_list)} on {plan.label}, {plan.steps} steps each; {where}; "

@@ -299,6 +299,8 @@ def _ablation(summary: Mapping, first: bool = True) -> list[str]:
         *markdown_lines(summary, folder if folder != "." else ""),
         "",
     ]
+    if summary.get("interrupted") or summary.get("problems"):
+        return out  # partial rows: no ranking of variants
     rows = [r for r in summary["rows"] if r["test_acc"]["mean"] is not None]
     lstm = next((r for r in rows if r["factor"] == "reference"), None)
     for factor in dict.fromkeys(r["factor"] for r in rows if r["factor"] != "reference"):

@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import sys
+import threading
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,6 +207,7 @@ def make_job(
         "babi_dir": babi_dir,
         "n_train": n_train,
         "resume": resume,
+        "out_created": False,
     }
 
 
@@ -215,6 +220,23 @@ def job_cost(job: dict, seq_len: int) -> float:
 
 def _print(line: str) -> None:
     print(line, flush=True)
+
+
+@contextmanager
+def _interrupts_deferred(active: bool = True):
+    """Hold back Ctrl-C (SIGINT) inside the block and raise it on leaving; a no-op off the main
+    thread (a Dask worker's task) or when not `active`."""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _same_plan_checkpoints(ckpt_dir: Path, job: dict, log) -> bool:
@@ -240,6 +262,11 @@ def run_job(job: dict, log=_print) -> dict:
     plan = TaskPlan.from_dict(job["plan"])
     kind, seed, out = job["model"], job["seed"], Path(job["out"])
     name = job_name(job)
+    if job.get("out_created") and not out.is_dir():  # made by the parent before submitting
+        raise FileNotFoundError(
+            f"the output folder {out} does not exist where this job runs "
+            f"({socket.gethostname()}); put --out on a filesystem shared with every worker"
+        )
     data = load_task_data(plan, seed, job.get("babi_dir"), job.get("n_train"))
     model, info = build_model(kind, plan, data.meta.input_size, data.meta.num_classes, seed)
     opt = Adam(model.parameters(), lr=plan.lr)
@@ -272,44 +299,46 @@ def run_job(job: dict, log=_print) -> dict:
         progress=False,
     )
     train_time = res.elapsed
-    logits = predict(model, data.test.inputs)
-    test = evaluate(model, data.test)
-    result = {
-        "name": name,
-        "task": plan.key,
-        "model": kind,
-        "seed": seed,
-        "n_train": job.get("n_train"),
-        "plan": job["plan"],
-        "status": res.status,
-        "message": (
-            f"interrupted at step {res.step}; rerun with --resume to continue from there"
-            if res.status == "interrupted"
-            else res.message
-        ),
-        **info,
-        "steps_done": res.step,
-        "best_step": res.best_step,
-        "best_val_acc": res.best_val_accuracy,
-        "steps_to_threshold": res.steps_to(plan.threshold),
-        "test_acc": test.accuracy,
-        "test_loss": test.loss,
-        "wall_time": train_time,
-        "ms_per_step": 1000.0 * train_time / max(1, res.step),
-        "history": res.history,
-        "best_checkpoint": res.best_checkpoint,
-        "predictions": logits.argmax(axis=-1).tolist(),
-    }
-    if data.hard_test is not None:
-        hard = evaluate(model, data.hard_test)
-        result["hard_acc"] = hard.accuracy
-        result["hard_predictions"] = predict(model, data.hard_test.inputs).argmax(-1).tolist()
-    if res.ok:
-        path = out / "jobs" / f"{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result), encoding="utf-8")
-        os.replace(tmp, path)
+    # a finished run is scored and saved whole: a Ctrl-C here takes effect just after
+    with _interrupts_deferred(res.ok):
+        logits = predict(model, data.test.inputs)
+        test = evaluate(model, data.test)
+        result = {
+            "name": name,
+            "task": plan.key,
+            "model": kind,
+            "seed": seed,
+            "n_train": job.get("n_train"),
+            "plan": job["plan"],
+            "status": res.status,
+            "message": (
+                f"interrupted at step {res.step}; rerun with --resume to continue from there"
+                if res.status == "interrupted"
+                else res.message
+            ),
+            **info,
+            "steps_done": res.step,
+            "best_step": res.best_step,
+            "best_val_acc": res.best_val_accuracy,
+            "steps_to_threshold": res.steps_to(plan.threshold),
+            "test_acc": test.accuracy,
+            "test_loss": test.loss,
+            "wall_time": train_time,
+            "ms_per_step": 1000.0 * train_time / max(1, res.step),
+            "history": res.history,
+            "best_checkpoint": res.best_checkpoint,
+            "predictions": logits.argmax(axis=-1).tolist(),
+        }
+        if data.hard_test is not None:
+            hard = evaluate(model, data.hard_test)
+            result["hard_acc"] = hard.accuracy
+            result["hard_predictions"] = predict(model, data.hard_test.inputs).argmax(-1).tolist()
+        if res.ok:
+            path = out / "jobs" / f"{name}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result), encoding="utf-8")
+            os.replace(tmp, path)
     log(
         f"{plan.key} {kind} {seed} | {res.status}: {result['message']} | test acc "
         f"{test.accuracy:.3f} | {train_time:.0f}s"

@@ -434,6 +434,8 @@ def run_study(args) -> int:
         earlier = prepare_output(out, kind="study", resume=args.resume, generated=GENERATED)
         if args.resume and not earlier:
             say(f"nothing to resume in {out}; starting afresh")
+        for job in pending:
+            job["out_created"] = True  # a worker that cannot see it fails with a clear error
         where = f"the Dask scheduler at {scheduler}" if scheduler else f"{workers} worker(s)"
         say(
             f"{len(jobs)} runs ({len(done)} already done), {where}, "

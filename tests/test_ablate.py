@@ -215,3 +215,12 @@ def test_an_unreachable_scheduler_leaves_the_earlier_sweep_alone(tmp_path, monke
     ):
         ablate.main([*argv, "--scheduler", f"127.0.0.1:{port}"])
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_study_folder_holding_only_a_cut_short_sweep_is_still_the_studys(tmp_path):
+    from experiments.sweep import prepare_output
+
+    (tmp_path / "ablation").mkdir()
+    (tmp_path / "ablation" / ".sweep").write_text("")  # killed before its ablation.json
+    assert prepare_output(tmp_path, kind="study", resume=False, generated=("jobs",))
+    assert (tmp_path / ".study").exists() and (tmp_path / "ablation" / ".sweep").exists()

@@ -132,7 +132,6 @@ def test_a_failing_job_becomes_its_on_error_result():
     [
         ("tcp://127.0.0.1:8786", "tcp://127.0.0.1:8786"),
         ("10.0.0.5:8786", "tcp://10.0.0.5:8786"),
-        ("tls://scheduler.example:8786", "tls://scheduler.example:8786"),
         ("tcp://[::1]:8786", "tcp://[::1]:8786"),
     ],
 )
@@ -140,7 +139,9 @@ def test_scheduler_addresses_are_normalised(address, expected):
     assert check_scheduler_address(address) == expected
 
 
-@pytest.mark.parametrize("address", ["", "localhost", "tcp://host", "http://h:80", "inproc://x:1"])
+@pytest.mark.parametrize(
+    "address", ["", "localhost", "tcp://host", "http://h:80", "inproc://x:1", "tls://h:8786"]
+)
 def test_malformed_scheduler_addresses_are_named(address):
     with pytest.raises(ValueError, match="is not of the form tcp://HOST:PORT"):
         check_scheduler_address(address)
@@ -204,3 +205,27 @@ def test_a_stopped_pool_starts_none_of_its_queued_calls():
     # queued calls are cancelled, or (already handed to the worker) skipped with None
     assert all(f.cancelled() or f.result() is None for f in queued)
     pool.shutdown()
+
+
+def test_a_finished_run_is_saved_whole_before_ctrl_c_takes_effect():
+    import os
+    import signal
+
+    from experiments.runner import _interrupts_deferred
+
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with _interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            steps.append("scored and saved after the Ctrl-C")
+    assert steps == ["scored and saved after the Ctrl-C"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_job_whose_output_folder_is_not_visible_says_so(tmp_path):
+    jobs = _tiny_jobs(tmp_path / "not-on-this-machine")
+    jobs[0]["out_created"] = True  # as the scripts mark it once they have made --out
+    with pytest.raises(
+        FileNotFoundError, match="not-on-this-machine does not exist where this job"
+    ):
+        run_job(jobs[0], log=lambda line: None)

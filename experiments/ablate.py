@@ -584,6 +584,13 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"python -m experiments.ablate: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside the training runs: while summarising or drawing
+        print(
+            "interrupted: finished runs are saved; rerun with --resume to train the rest and "
+            "write the summary",
+            file=sys.stderr,
+        )
+        return 130
     if summary.get("interrupted"):
         print("interrupted: rerun with --resume to train the rest", flush=True)
         return 130

@@ -175,7 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     from experiments.study import run_study
 
-    return run_study(args)
+    try:
+        return run_study(args)
+    except KeyboardInterrupt:  # outside the training runs: while gathering or drawing
+        print(
+            "interrupted: finished runs are saved; rerun with --resume to train the rest and "
+            "write the report",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

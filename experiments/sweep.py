@@ -137,8 +137,16 @@ def open_executor(
             raise ExecutorError(
                 "a --scheduler sweep needs dask.distributed: pip install -e '.[dask]'"
             ) from None
+        print(
+            f"connecting to the Dask scheduler at {address} (waiting up to "
+            f"{connect_timeout:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             client = Client(address, timeout=connect_timeout)
+        except KeyboardInterrupt:
+            raise ExecutorError(f"gave up connecting to the Dask scheduler at {address}") from None
         except OSError as exc:
             raise ExecutorError(
                 f"cannot reach the Dask scheduler at {address} within {connect_timeout:.0f}s "

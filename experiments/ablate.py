@@ -119,25 +119,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="print the variants and jobs, then exit")
     args = p.parse_args(argv)
 
-    if args.threads < 1:
-        p.error(f"--threads must be >= 1, got {args.threads}")
-    if args.workers is not None and args.workers < 1:
-        p.error(f"--workers must be >= 1, got {args.workers}")
+    from experiments.sweep import check_run_options
+
+    check_run_options(p, args, "0" if args.tiny else "0,1,2")
     factors = [f.strip() for f in args.factors.split(",") if f.strip()]
     unknown = [f for f in factors if f not in FACTORS]
     if unknown or not factors:
         p.error(f"--factors must name some of {','.join(FACTORS)}, got {args.factors!r}")
     args.factor_list = tuple(f for f in FACTORS if f in factors)
-    if args.seeds is not None and not args.seeds.strip():
-        p.error("--seeds is empty; give comma-separated integers such as 0,1,2")
-    try:
-        args.seed_list = tuple(
-            int(s) for s in (args.seeds or ("0" if args.tiny else "0,1,2")).split(",")
-        )
-    except ValueError:
-        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    if any(s < 0 for s in args.seed_list) or len(set(args.seed_list)) != len(args.seed_list):
-        p.error(f"--seeds must be distinct non-negative integers, got {args.seeds!r}")
     if args.steps is not None:
         try:
             args.steps = int(args.steps)
@@ -145,13 +134,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--steps must be a positive integer, got {args.steps!r}")
         if args.steps < 1:
             p.error(f"--steps must be a positive integer, got {args.steps}")
-    if args.scheduler is not None:
-        from experiments.sweep import check_scheduler_address
-
-        try:
-            args.scheduler = check_scheduler_address(args.scheduler)
-        except ValueError as exc:
-            p.error(str(exc))
     if args.out is None:
         folder = "ablation" if args.task in (None, default_task(args)) else f"ablation_{args.task}"
         args.out = str(Path("runs") / ("tiny" if args.tiny else "quick") / folder)

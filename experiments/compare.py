@@ -112,17 +112,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "from their last checkpoint",
     )
     args = p.parse_args(argv)
-    if args.threads < 1:
-        p.error(f"--threads must be >= 1, got {args.threads}")
-    if args.workers is not None and args.workers < 1:
-        p.error(f"--workers must be >= 1, got {args.workers}")
-    if args.scheduler is not None:
-        from experiments.sweep import check_scheduler_address
-
-        try:
-            args.scheduler = check_scheduler_address(args.scheduler)
-        except ValueError as exc:
-            p.error(str(exc))
     if args.babi_dir is not None and not Path(args.babi_dir).is_dir():
         what = "is not a directory" if Path(args.babi_dir).exists() else "does not exist"
         p.error(f"--babi-dir {args.babi_dir} {what}")
@@ -132,15 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.mode = mode
     if args.out is None:
         args.out = str(Path("runs") / mode)
-    if args.seeds is not None and not args.seeds.strip():
-        p.error("--seeds is empty; give comma-separated integers such as 0,1")
-    try:
-        default_seeds = {"quick": "0,1", "full": "0,1,2", "tiny": "0"}[mode]
-        args.seed_list = tuple(int(s) for s in (args.seeds or default_seeds).split(","))
-    except ValueError:
-        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    if any(s < 0 for s in args.seed_list) or len(set(args.seed_list)) != len(args.seed_list):
-        p.error(f"--seeds must be distinct non-negative integers, got {args.seeds!r}")
+    from experiments.sweep import check_run_options
+
+    check_run_options(p, args, {"quick": "0,1", "full": "0,1,2", "tiny": "0"}[mode])
     if args.steps is not None:
         text = args.steps.strip()
         try:

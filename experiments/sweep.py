@@ -109,6 +109,31 @@ def check_scheduler_address(address: str) -> str:
     return text if match.group(1) else f"tcp://{text}"
 
 
+def check_run_options(parser, args, default_seeds: str) -> None:
+    """The checks both scripts make of --threads, --workers, --scheduler and --seeds.
+
+    Sets args.seed_list (from `default_seeds` when --seeds is not given) and normalises
+    args.scheduler; a bad value is a usage error of `parser` (exit 2) naming it.
+    """
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    if args.scheduler is not None:
+        try:
+            args.scheduler = check_scheduler_address(args.scheduler)
+        except ValueError as exc:
+            parser.error(str(exc))
+    if args.seeds is not None and not args.seeds.strip():
+        parser.error("--seeds is empty; give comma-separated integers such as 0,1")
+    try:
+        args.seed_list = tuple(int(s) for s in (args.seeds or default_seeds).split(","))
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if any(s < 0 for s in args.seed_list) or len(set(args.seed_list)) != len(args.seed_list):
+        parser.error(f"--seeds must be distinct non-negative integers, got {args.seeds!r}")
+
+
 def default_workers() -> int:
     """Worker processes for a local sweep: the CPU cores this process may use, at most 2."""
     try:
@@ -294,6 +319,7 @@ __all__ = [
     "LocalPool",
     "OUTPUT_MARKERS",
     "SerialExecutor",
+    "check_run_options",
     "check_scheduler_address",
     "default_workers",
     "open_executor",

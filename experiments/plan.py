@@ -231,6 +231,17 @@ def quick_sample_efficiency(seeds: tuple[int, ...]) -> SampleEfficiencyPlan:
     return SampleEfficiencyPlan(task, (250, 1000, 4000), seeds[:1])
 
 
+# the quick study's synthetic tasks besides Nth-farthest, in report order
+_SYNTHETIC_REST = (
+    "sorting",
+    "tracking",
+    "pair_matching",
+    "babi_synthetic_1",
+    "babi_synthetic_2",
+    "babi_synthetic_3",
+)
+
+
 def full_plan() -> list[TaskPlan]:
     """The larger study: Nth-farthest up to the paper's 8 x 16, longer budgets, the relational
     RNN cell as a third model, and every synthetic task's own hard variant trained too."""
@@ -267,24 +278,10 @@ def full_plan() -> list[TaskPlan]:
             models=models,
         ),
     ]
-    for key in (
-        "sorting",
-        "tracking",
-        "pair_matching",
-        "babi_synthetic_1",
-        "babi_synthetic_2",
-        "babi_synthetic_3",
-    ):
+    for key in _SYNTHETIC_REST:
         p = quick[key]
         plans.append(replace(p, steps=4 * p.steps, models=models))
-    for key in (
-        "sorting",
-        "tracking",
-        "pair_matching",
-        "babi_synthetic_1",
-        "babi_synthetic_2",
-        "babi_synthetic_3",
-    ):
+    for key in _SYNTHETIC_REST:
         p = quick[key]
         # the task's own hard sizes; only the bAbI-style question type is kept
         hard_opts = {"hard": True, **{k: v for k, v in p.options.items() if k == "facts"}}
